@@ -147,7 +147,9 @@ def _phrase(rs: random.Random, max_words: int, max_chars: int) -> str:
     words: list[str] = []
     for _ in range(rs.randint(1, max_words)):
         token = _token(rs)
-        if token.rstrip(",.:!").isalpha():
+        if words and not _is_word(token) and not _is_word(words[-1]):
+            token = rs.choice(WORDS)  # "$5.20 9" reads as "$5.209": keep numbers apart
+        if _is_word(token):
             if style == "upper":
                 token = token.upper()
             elif style == "title" or (style == "sentence" and not words):
@@ -156,6 +158,10 @@ def _phrase(rs: random.Random, max_words: int, max_chars: int) -> str:
             break
         words.append(token)
     return " ".join(words) if words else rs.choice(WORDS)
+
+
+def _is_word(token: str) -> bool:
+    return token.rstrip(",.:!").isalpha()
 
 
 def _rec_texts(seed: int, n_train: int, n_eval: int) -> dict[str, list[str]]:
@@ -192,9 +198,9 @@ def _background(rng: np.random.Generator, h: int, w: int, dark: bool) -> np.ndar
         t = (t - t.min()) / max(float(np.ptp(t)), 1.0)
         img = img + t[..., None] * rng.uniform(-35, 35, 3).astype(np.float32)
     elif kind == 2:  # paper: blotchy low-frequency shading plus fine grain
-        blotch = rng.normal(0, 1, (h // 24 + 2, w // 24 + 2)).astype(np.float32)
+        blotch = rng.standard_normal((h // 24 + 2, w // 24 + 2), np.float32)
         blotch = cv2.resize(blotch, (w, h), interpolation=cv2.INTER_CUBIC) * rng.uniform(4, 10)
-        img = img + (blotch + rng.normal(0, 3, (h, w)).astype(np.float32))[..., None]
+        img = img + (blotch + 3 * rng.standard_normal((h, w), np.float32))[..., None]
     return np.clip(img, 0, 80) if dark else np.clip(img, 160, 255)
 
 
@@ -203,9 +209,10 @@ def _clutter(rng: np.random.Generator, bg: np.ndarray, dark: bool) -> np.ndarray
     h, w = bg.shape[:2]
     im = Image.fromarray(bg.astype(np.uint8))
     draw = ImageDraw.Draw(im)
+    mean = bg.mean((0, 1))
     for _ in range(rng.integers(0, 5)):
         shift = rng.uniform(20, 45) * (1 if dark else -1)
-        color = tuple(int(c) for c in np.clip(bg.mean((0, 1)) + shift, 0, 255))
+        color = tuple(int(c) for c in np.clip(mean + shift, 0, 255))
         x0, x1 = sorted(rng.integers(0, w, 2))
         y0, y1 = sorted(rng.integers(0, h, 2))
         kind = rng.integers(3)
@@ -249,7 +256,7 @@ def _compose(bg: np.ndarray, fg: Image.Image, alpha: Image.Image, m: np.ndarray,
     img = bg * (1 - a) + warp(fg).astype(np.float32) * a
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 0.8))
-    img = img + rng.normal(0, rng.uniform(1, 4), img.shape).astype(np.float32)
+    img = img + np.float32(rng.uniform(1, 4)) * rng.standard_normal(img.shape, np.float32)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -367,11 +374,11 @@ def synth_dataset(out_dir: Path, det_train: int, det_eval: int, rec_train: int, 
 
 def _existing_summary(out_dir: Path) -> dict | None:
     """The stored summary if out_dir holds an intact dataset ({} if ours but damaged, None if not ours)."""
+    if not (out_dir / "dataset.json").is_file():
+        return None
     try:
         summary = json.loads((out_dir / "dataset.json").read_text(encoding="utf-8"))
         intact = all(_sha256(out_dir / f) == summary["sha256"][f] for f in LABEL_FILES)
-    except FileNotFoundError:
-        return {} if (out_dir / "dataset.json").exists() else None
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     return summary if intact else {}

@@ -1,0 +1,311 @@
+"""Stage 1: quantization, QAT (PaddleSlim dygraph, as PaddleOCR's deploy/slim/quantization
+quant.py does it) or PTQ (calibration only, `quant_post_static`).
+
+QAT starts from the real pretrained weights, keeps batch norm and dropout frozen (the
+shipped models are re-parameterised; a few steps must not move their statistics), and
+trains only what the inference model contains: the DB probability map for det (with
+distillation to the float model, since the threshold branch is not in the shipped
+weights) and the CTC branch for rec. Checkpoints every N steps make `--resume` continue
+an interrupted run at the same step with the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit import data as datamod
+from toolkit.errors import ToolkitError
+from toolkit.models import ModelSource, build_model, skip_quant_layers
+from toolkit.rundir import RunDir, atomic_write_json, stage_key
+
+
+@dataclass
+class QuantJob:
+    task: str
+    source: ModelSource
+    data_dir: Path
+    method: str = "qat"                 # qat | ptq
+    steps: int | None = None            # None: the config's Quant.steps
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    skip_layers: list[str] = field(default_factory=list)  # added to the config's Quant.skip_layers
+    pact: bool | None = None
+    save_every: int | None = None
+    resume: bool = False
+    seed: int = 0
+    device: str = "cpu"                 # cpu | gpu
+    skip_bad_labels: bool = False
+
+    def settings(self, cfg: dict) -> dict:
+        """The effective quantization settings: config's Quant section overridden by flags."""
+        q = dict(cfg.get("Quant") or {})
+        for k in ("steps", "batch_size", "pact", "save_every"):
+            if getattr(self, k) is not None:
+                q[k] = getattr(self, k)
+        q["learning_rate"] = self.learning_rate or cfg["Optimizer"]["lr"]["learning_rate"]
+        q["skip_layers"] = list(q.get("skip_layers") or []) + list(self.skip_layers)
+        return q
+
+
+def qat_config(settings: dict, pact: bool) -> dict:
+    """PaddleSlim QAT config; fake-quant format (onnx_format False) is what Paddle Lite reads."""
+    return {
+        "weight_preprocess_type": None,
+        "activation_preprocess_type": "PACT" if pact else None,
+        "weight_quantize_type": settings.get("weight_quantize_type", "channel_wise_abs_max"),
+        "activation_quantize_type": settings.get("activation_quantize_type", "moving_average_abs_max"),
+        "weight_bits": settings.get("weight_bits", 8),
+        "activation_bits": settings.get("activation_bits", 8),
+        "dtype": "int8",
+        "window_size": 10000,
+        "moving_rate": 0.9,
+        "quantizable_layer_type": list(settings.get("quantizable_layer_type", ["Conv2D", "Linear"])),
+        "onnx_format": False,
+    }
+
+
+def wrap_qat(model, settings: dict, pact: bool) -> list[str]:
+    """Mark skipped layers, insert fake-quant layers in place; returns the layers kept float."""
+    from paddleslim.dygraph.quant import QAT
+
+    skipped = skip_quant_layers(model, settings["skip_layers"])
+    QAT(config=qat_config(settings, pact)).quantize(model)
+    return skipped
+
+
+def _set_device(device: str):
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    if device == "gpu":
+        if not pd.device.is_compiled_with_cuda() or pd.device.cuda.device_count() == 0:
+            raise ToolkitError("--device gpu: no CUDA GPU is visible to paddle", hint="use --device cpu, or the GPU trainer image")
+        pd.set_device("gpu")
+    else:
+        pd.set_device("cpu")
+
+
+def _freeze_norms(model) -> None:
+    """Training mode for the fake-quant observers, eval mode for batch norm and dropout."""
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    model.train()
+    for layer in model.sublayers():
+        if isinstance(layer, (pd.nn.BatchNorm, pd.nn.BatchNorm2D, pd.nn.BatchNorm1D, pd.nn.Dropout, pd.nn.LayerNorm)) or type(layer).__name__ in ("BatchNorm", "Dropout", "DropPath"):
+            layer.eval()
+    # Heads return only what inference uses when their own flag is off (not recursive).
+    head = getattr(model, "head", None)
+    if head is not None:
+        head.training = False
+
+
+def _loss_fn(task: str, cfg: dict, teacher) -> Callable:
+    """det: balanced BCE + dice on the shrink map + distillation; rec: CTC on the CTC head."""
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    F = pd.nn.functional
+    if task == "det":
+        w = float((cfg.get("Loss") or {}).get("distill_weight", 1.0))
+
+        def det_loss(out, batch):
+            prob = out["maps"][:, 0]
+            gt, mask = batch["shrink"], batch["mask"]
+            bce = F.binary_cross_entropy(prob.clip(1e-6, 1 - 1e-6), gt, reduction="none")
+            pos = gt * mask
+            neg = (1 - gt) * mask
+            n_pos = pos.sum()
+            n_neg = pd.minimum(neg.sum(), n_pos * 3 + 1)
+            neg_loss = (bce * neg).flatten()
+            k = int(n_neg.item())
+            neg_top = pd.topk(neg_loss, k=max(k, 1))[0].sum() if k > 0 else pd.zeros([])
+            balanced = ((bce * pos).sum() + neg_top) / (n_pos + n_neg + 1e-6)
+            inter = (prob * gt * mask).sum()
+            dice = 1 - 2 * inter / ((prob * mask).sum() + (gt * mask).sum() + 1e-6)
+            with pd.no_grad():
+                t = teacher(batch["image"])["maps"][:, 0]
+            distill = F.mse_loss(prob, t) * 10
+            return balanced + dice + w * distill
+
+        return det_loss
+
+    def rec_loss(out, batch):
+        logits = out if not isinstance(out, dict) else out["ctc"]
+        log_probs = logits.transpose([1, 0, 2])
+        n, t = logits.shape[0], logits.shape[1]
+        lengths = pd.full([n], t, dtype="int64")
+        return F.ctc_loss(log_probs, batch["label"], lengths, batch["length"], blank=0, reduction="mean")
+
+    return rec_loss
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
+    best = None
+    for f in ckpt_dir.glob("step_*.pdparams"):
+        try:
+            step = int(f.stem.split("_")[1])
+        except ValueError:
+            continue
+        if f.with_suffix(".pdopt").exists() and (best is None or step > best[0]):
+            best = (step, f)
+    return best
+
+
+def _save_checkpoint(pd, model, opt, ckpt_dir: Path, step: int) -> None:
+    """Write params and optimizer state under temp names, then rename: a kill never leaves half a file."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    base = ckpt_dir / f"step_{step:06d}"
+    for suffix, obj in ((".pdopt", opt.state_dict()), (".pdparams", model.state_dict())):
+        tmp = ckpt_dir / f".tmp{suffix}"
+        pd.save(obj, str(tmp))
+        os.replace(tmp, base.with_suffix(suffix))
+    for old in sorted(ckpt_dir.glob("step_*.pdparams"))[:-2]:  # keep the last two
+        old.unlink(missing_ok=True)
+        old.with_suffix(".pdopt").unlink(missing_ok=True)
+
+
+def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], None] | None = None) -> dict:
+    """QAT for one task; writes quant/<task>/{ckpt/, train_log.jsonl, qat_final.pdparams, qat.json}."""
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    _set_device(job.device)
+    pd.seed(job.seed)
+    qdir = run.quant_dir(job.task)
+    ckpt_dir = qdir / "ckpt"
+    loaded = build_model(job.source)
+    settings = job.settings(loaded.config)
+    teacher = None
+    if job.task == "det":
+        teacher = build_model(job.source).model if job.source.inference_dir is None else _teacher_from(loaded.model, job)
+        teacher.eval()
+    samples = datamod.training_batches(job.task, job.data_dir, loaded.config, settings, job.seed, job.skip_bad_labels)
+    model = loaded.model
+    skipped = wrap_qat(model, settings, bool(settings.get("pact")))
+    _freeze_norms(model)
+    trainable = [p for p in model.parameters() if not p.stop_gradient]
+    opt = pd.optimizer.Adam(learning_rate=settings["learning_rate"], parameters=trainable)
+    loss_fn = _loss_fn(job.task, loaded.config, teacher)
+    steps, save_every = int(settings["steps"]), int(settings.get("save_every") or settings["steps"])
+    start = 0
+    log_path = qdir / "train_log.jsonl"
+    if job.resume and (latest := _latest_checkpoint(ckpt_dir)):
+        start, f = latest
+        model.set_state_dict(pd.load(str(f)))
+        opt.set_state_dict(pd.load(str(f.with_suffix(".pdopt"))))
+    else:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        log_path.unlink(missing_ok=True)
+    qdir.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        for step in range(start, steps):
+            t0 = time.monotonic()
+            batch = {k: pd.to_tensor(v) for k, v in samples(step).items()}
+            out = model(batch["image"])
+            loss = loss_fn(out, batch)
+            if not math.isfinite(float(loss)):
+                raise ToolkitError(f"QAT {job.task}: loss became {float(loss)} at step {step + 1}",
+                                   hint="lower --lr, or keep more layers in float with --skip-layer")
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+            secs = time.monotonic() - t0
+            log.write(json.dumps({"step": step + 1, "loss": round(float(loss), 6), "seconds": round(secs, 3)}) + "\n")
+            log.flush()
+            if (step + 1) % save_every == 0 or step + 1 == steps:
+                _save_checkpoint(pd, model, opt, ckpt_dir, step + 1)
+            if progress:
+                progress(step + 1, steps, float(loss))
+    final = qdir / "qat_final.pdparams"
+    tmp = qdir / ".qat_final.tmp"
+    pd.save(model.state_dict(), str(tmp))
+    os.replace(tmp, final)
+    losses = [json.loads(line)["loss"] for line in log_path.read_text().splitlines() if line.strip()]
+    info = {"method": "qat", "task": job.task, "steps": steps, "resumed_from": start, "settings": settings,
+            "float_layers": skipped, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+            "train_samples": samples.count, "weights": loaded.info}
+    atomic_write_json(qdir / "qat.json", info)
+    return info
+
+
+def _teacher_from(model, job: QuantJob):
+    """A float copy of the freshly loaded model, to distil against (cheaper than reloading)."""
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def run_ptq(job: QuantJob, run: RunDir) -> dict:
+    """Post-training quantization of the float export with PaddleSlim's quant_post_static."""
+    from toolkit import export as exportmod
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    from paddleslim.quant import quant_post_static
+
+    qdir = run.quant_dir(job.task)
+    loaded = build_model(job.source)
+    settings = job.settings(loaded.config)
+    skipped = skip_quant_layers(loaded.model, settings["skip_layers"])
+    skip_tensors = [lyr.weight.name for name, lyr in loaded.model.named_sublayers()
+                    if name in skipped and getattr(lyr, "weight", None) is not None]
+    float_in = qdir / "ptq_float"
+    exportmod.save_float(loaded, float_in)
+    calib = datamod.calibration_batches(job.task, job.data_dir, loaded.config, job.seed, job.skip_bad_labels)
+
+    class Feeds(pd.io.DataLoader):
+        """PaddleSlim 2.6 insists on a DataLoader instance; this one just replays ready batches."""
+
+        def __init__(self):  # noqa: D401 - no parent init: nothing to load
+            pass
+
+        def __call__(self):
+            return ({"x": b} for b in calib)
+
+        def __len__(self):
+            return len(calib)
+    pd.enable_static()
+    try:
+        exe = pd.static.Executor(pd.CPUPlace())
+        out_dir = qdir / "ptq"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        quant_post_static(
+            executor=exe, model_dir=str(float_in), quantize_model_path=str(out_dir),
+            data_loader=Feeds(), model_filename="inference.pdmodel",
+            params_filename="inference.pdiparams", batch_nums=len(calib), algo="avg",
+            quantizable_op_type=["conv2d", "depthwise_conv2d", "mul", "matmul", "matmul_v2"],
+            weight_quantize_type="channel_wise_abs_max", onnx_format=False, skip_tensor_list=skip_tensors or None,
+            save_model_filename="inference.pdmodel", save_params_filename="inference.pdiparams",
+        )
+    finally:
+        pd.disable_static()
+    info = {"method": "ptq", "task": job.task, "calibration_batches": len(calib), "settings": settings, "float_layers": skipped}
+    atomic_write_json(qdir / "ptq.json", info)
+    return info
+
+
+def quantize(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], None] | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Entry point: quantize `job.task`, skipped when the same job already ran in `run`."""
+    if job.method not in ("qat", "ptq"):
+        raise ToolkitError(f"unknown quantization method '{job.method}'", hint="use --method qat or --method ptq")
+    data_fp = datamod.fingerprint(job.task, job.data_dir)
+    key = stage_key(job={k: v for k, v in asdict(job).items() if k not in ("resume", "source", "data_dir", "skip_bad_labels")},
+                    source=job.source.fingerprint(), data=data_fp)
+    qdir = run.quant_dir(job.task)
+    outputs = [qdir / ("qat_final.pdparams" if job.method == "qat" else "ptq")]
+
+    def work():
+        info = run_qat(job, run, progress) if job.method == "qat" else run_ptq(job, run)
+        return info, outputs
+
+    return run.run_stage(f"quantize:{job.task}", key, work, log)

@@ -1,0 +1,68 @@
+"""report.json: the run's results in stable, machine-readable names.
+
+  metrics.<det|rec>.<float|quant>.{hmean,precision,recall | acc,norm_edit_dis}   fractions 0..1
+  metrics.<task>.drop_points, metrics.<task>.x86_nb_check
+  targets.<target>.<task>.{float_nb_bytes, int8_nb_bytes, int8_ops, int8_op_types, size_ratio, lite_version}
+  quantization.<task>   method, steps, loss first/last, layers kept float
+  timings, versions, command, status, error
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from toolkit.engine import versions
+from toolkit.errors import ToolkitError
+from toolkit.rundir import RunDir, atomic_write_json
+from toolkit.targets import Target
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def build_report(run: RunDir, targets: list[Target], tasks: list[str]) -> dict:
+    stages = run.manifest()["stages"]
+    metrics_full = _json(run.eval_dir() / "metrics.json") or {}
+    from toolkit.evaluate import _summary
+
+    metrics = _summary({t: metrics_full[t] for t in tasks if t in metrics_full})
+    out_targets: dict = {}
+    for target in targets:
+        conv = _json(run.nb_dir(target.name) / "convert.json")
+        if not conv:
+            continue
+        entry = {}
+        for task in tasks:
+            if task not in conv:
+                continue
+            f, q = conv[task]["float"], conv[task]["int8"]
+            entry[task] = {"float_nb_bytes": f["bytes"], "int8_nb_bytes": q["bytes"], "int8_ops": q["int8_ops"],
+                           "int8_op_types": q["int8_op_types"], "size_ratio": conv[task]["int8_size_ratio"],
+                           "lite_version": q["lite_version"], "opt_seconds": {"float": f["opt_seconds"], "int8": q["opt_seconds"]}}
+        bundle = stages.get(f"bundle:{target.name}", {}).get("result")
+        if bundle:
+            entry["bundle"] = bundle
+        out_targets[target.name] = entry
+    quant = {}
+    for task in tasks:
+        res = stages.get(f"quantize:{task}", {}).get("result")
+        if res:
+            quant[task] = {k: res.get(k) for k in ("method", "steps", "loss_first", "loss_last", "float_layers", "calibration_batches") if k in res}
+            quant[task]["skip_patterns"] = (res.get("settings") or {}).get("skip_layers")
+    return {"run_dir": str(run.root), "metrics": metrics, "targets": out_targets, "quantization": quant,
+            "stage_seconds": {name: rec.get("seconds") for name, rec in stages.items()}, "versions": versions()}
+
+
+def write_report(run: RunDir, targets: list[Target], tasks: list[str], timings: dict, command: list[str],
+                 error: ToolkitError | None) -> dict:
+    report = build_report(run, targets, tasks)
+    report.update({"status": "failed" if error else "ok", "error": None if error is None else {"message": error.message, "hint": error.hint},
+                   "timings": timings, "command": " ".join(shlex.quote(a) for a in command)})
+    atomic_write_json(run.report_path(), report)
+    return report

@@ -47,7 +47,7 @@ class UI:
 
         def update(done: int, total: int, loss: float | None = None) -> None:
             if "bar" not in bar:
-                bar["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, disable=self.quiet, initial=done - 1, leave=True)
+                bar["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, disable=self.quiet or not sys.stderr.isatty(), initial=done - 1, leave=True, mininterval=1.0)
             b = bar["bar"]
             b.update(done - b.n)
             if loss is not None:

@@ -37,7 +37,12 @@ def deploy(job: DeployJob, run: RunDir) -> dict:
     current = transport.current_manifest(root) or {}
     reuse = {f for f, h in manifest["files"].items() if current.get("files", {}).get(f) == h}
     release = _release_id(manifest)
-    result = transport.install(bundle, root, release, reuse)
+    try:
+        result = transport.install(bundle, root, release, reuse)
+    except OSError as exc:
+        prev = _release_id(current) if current else "none"
+        raise ToolkitError(f"deploy to {transport.name} failed: {exc.strerror or exc}",
+                           hint=f"nothing was switched: the device still runs release {prev}; fix the cause and re-run") from None
     return {"target": job.target.name, "device": transport.name, "release": release, "bytes": size, **result,
             "previous_release": _release_id(current) if current else None}
 

@@ -122,10 +122,14 @@ def eval_rec(models: dict[str, Path], samples, cfg: dict, threads: int, batch_si
         secs = 0.0
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
-            width = max(320, max(widths[i] for i in idx))
-            x = np.stack([datamod.rec_input(images[i], widths[i], 48, width) for i in idx])
+            # Few distinct input shapes: oneDNN builds its kernels once per shape, which costs
+            # seconds, so widths are padded to multiples of 160 and the last batch filled up.
+            width = max(320, -(-max(widths[i] for i in idx) // 160) * 160)
+            x = np.zeros((batch_size, 3, 48, width), dtype="float32")
+            for j, i in enumerate(idx):
+                x[j] = datamod.rec_input(images[i], widths[i], 48, width)
             t0 = time.perf_counter()
-            probs = infer(pred, x)
+            probs = infer(pred, x)[: len(idx)]
             secs += time.perf_counter() - t0
             for i, (text, _) in zip(idx, decode(probs)):
                 texts[i] = text

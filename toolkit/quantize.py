@@ -11,6 +11,7 @@ an interrupted run at the same step with the same batches.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -139,12 +140,19 @@ def _loss_fn(task: str, cfg: dict, teacher) -> Callable:
 
         return det_loss
 
+    w = float((cfg.get("Loss") or {}).get("distill_weight", 0.0))
+
     def rec_loss(out, batch):
         logits = out if not isinstance(out, dict) else out["ctc"]
-        log_probs = logits.transpose([1, 0, 2])
         n, t = logits.shape[0], logits.shape[1]
         lengths = pd.full([n], t, dtype="int64")
-        return F.ctc_loss(log_probs, batch["label"], lengths, batch["length"], blank=0, reduction="mean")
+        ctc = F.ctc_loss(logits.transpose([1, 0, 2]), batch["label"], lengths, batch["length"], blank=0, reduction="mean")
+        if not w:
+            return ctc
+        with pd.no_grad():
+            target = teacher(batch["image"])  # eval-mode CTC head: per-step probabilities
+        kl = F.kl_div(F.log_softmax(logits, axis=-1), target, reduction="sum") / (n * t)
+        return ctc + w * kl
 
     return rec_loss
 
@@ -185,10 +193,8 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
     ckpt_dir = qdir / "ckpt"
     loaded = build_model(job.source)
     settings = job.settings(loaded.config)
-    teacher = None
-    if job.task == "det":
-        teacher = build_model(job.source).model if job.source.inference_dir is None else _teacher_from(loaded.model, job)
-        teacher.eval()
+    teacher = copy.deepcopy(loaded.model)  # the float model, to distil against
+    teacher.eval()
     samples = datamod.training_batches(job.task, job.data_dir, loaded.config, settings, job.seed, job.skip_bad_labels)
     model = loaded.model
     skipped = wrap_qat(model, settings, bool(settings.get("pact")))
@@ -236,13 +242,6 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
             "train_samples": samples.count, "weights": loaded.info}
     atomic_write_json(qdir / "qat.json", info)
     return info
-
-
-def _teacher_from(model, job: QuantJob):
-    """A float copy of the freshly loaded model, to distil against (cheaper than reloading)."""
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def run_ptq(job: QuantJob, run: RunDir) -> dict:

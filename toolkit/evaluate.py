@@ -2,9 +2,15 @@
 
 Metrics are PaddleOCR's own classes: DetMetric (IoU 0.5, don't-care regions) after
 DBPostProcess, and RecMetric (line accuracy ignoring spaces, normalized edit distance)
-after CTCLabelDecode. The quantized model runs with oneDNN *and* its int8 switch: a
-fake-quant model executed in float is 7-12x slower than the float one and is never served
-that way. Also checks the x86 `.nb` outputs from `convert` against Paddle Inference.
+after CTCLabelDecode.
+
+The quantized model's accuracy is measured on its fake-quant form: per-channel int8
+weights and per-tensor int8 activations at exactly the points Paddle Lite's ARM int8
+kernels quantize, so this is the accuracy the device will see. oneDNN's x86 int8 path is
+a different int8 implementation (it re-quantizes further ops with its own scales) and is
+measured separately by benchmarks/bench.py; that is also the only way a fake-quant model
+is ever *served* on x86 (without the int8 switch it runs 7-12x slower than float).
+Also checks the x86 `.nb` outputs from `convert` against Paddle Inference.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ class EvalJob:
 
 
 def predictor(model_dir: Path, task: str, int8: bool, threads: int = 0, optimize: bool = True):
-    """A Paddle Inference predictor on CPU with oneDNN; int8 execution for quantized models."""
+    """A Paddle Inference predictor on CPU with oneDNN; `int8` switches on oneDNN's int8 execution
+    of a quantized model (the way to serve one on x86)."""
     from toolkit.engine import paddle
 
     paddle()
@@ -172,7 +179,7 @@ def evaluate(job: EvalJob, run: RunDir, log: Callable[[str], None] | None = None
                     raise ToolkitError(f"{p}: no exported model", hint=f"run `toolkit export --run-dir {run.root}` first")
             cfg = load_config(job.sources[task].config, job.sources[task].overrides)
             samples = datamod.eval_samples(task, job.data_dir, cfg, job.skip_bad_labels)[: job.limit or None]
-            models = {"float": (run.float_model(task), False), "quant": (run.quant_model(task), True)}
+            models = {"float": (run.float_model(task), False), "quant": (run.quant_model(task), False)}
             res = (eval_det if task == "det" else eval_rec)(models, samples, cfg, job.threads)
             key_metric = "hmean" if task == "det" else "acc"
             res["drop_points"] = round(100 * (res["float"][key_metric] - res["quant"][key_metric]), 3)

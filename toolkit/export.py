@@ -16,7 +16,52 @@ from typing import Callable
 
 from toolkit.errors import ToolkitError
 from toolkit.models import LoadedModel, ModelSource, build_model, input_spec
-from toolkit.rundir import RunDir, atomic_dir, fingerprint, stage_key
+from toolkit.rundir import RunDir, atomic_dir, atomic_write_bytes, fingerprint, stage_key
+
+
+def fold_bias_reshapes(model_dir: Path) -> int:
+    """Rewrite `elementwise_add(conv, reshape2(bias))` as `elementwise_add(conv, bias, axis=1)`.
+
+    Paddle 2.6 exports every conv bias through a reshape2 that Paddle Lite 2.12 cannot fold,
+    leaving two extra ops per conv in the .nb (and blocking conv+bias fusion, so int8 models
+    also keep extra calib ops). The rewrite is exact; returns how many reshapes were removed."""
+    import collections
+
+    from toolkit.engine import paddle
+
+    paddle()
+    from paddle.base import core
+
+    path = model_dir / "inference.pdmodel"
+    desc = core.ProgramDesc(path.read_bytes())
+    block = desc.block(0)
+    ops = [block.op(i) for i in range(block.op_size())]
+    consumers = collections.defaultdict(list)
+    for op in ops:
+        for name in op.input_arg_names():
+            consumers[name].append(op)
+    folded = []
+    for i, op in enumerate(ops):
+        if op.type() != "reshape2":
+            continue
+        src, out = op.input("X")[0], op.output("Out")[0]
+        var = block.find_var(src.encode())
+        users = consumers[out]
+        if var is None or not var.persistable() or len(var.shape()) != 1 or not users:
+            continue
+        if any(u.type() != "elementwise_add" or u.input("Y") != [out] for u in users):
+            continue
+        for u in users:
+            u.set_input("Y", [src])
+            u._set_int32_attr("axis", 1)
+        folded.append((i, op.output_arg_names()))
+    for i, outs in reversed(folded):
+        block._remove_op(i, i + 1)
+        for name in outs:
+            block._remove_var(name.encode())
+    if folded:
+        atomic_write_bytes(path, desc.serialize_to_string())
+    return len(folded)
 
 
 @dataclass
@@ -34,6 +79,7 @@ def save_float(loaded: LoadedModel, out_dir: Path) -> Path:
     static = pd.jit.to_static(loaded.model, input_spec=input_spec(loaded.task), full_graph=True)
     with atomic_dir(out_dir) as tmp:
         pd.jit.save(static, str(tmp / "inference"))
+        fold_bias_reshapes(tmp)
     return out_dir
 
 
@@ -61,6 +107,7 @@ def save_quantized(source: ModelSource, qat_state: Path, settings: dict, out_dir
     loaded.model.eval()
     with atomic_dir(out_dir) as tmp:
         quanter.save_quantized_model(loaded.model, str(tmp / "inference"), input_spec=input_spec(source.task))
+        fold_bias_reshapes(tmp)
     return out_dir
 
 

@@ -193,8 +193,10 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
     ckpt_dir = qdir / "ckpt"
     loaded = build_model(job.source)
     settings = job.settings(loaded.config)
-    teacher = copy.deepcopy(loaded.model)  # the float model, to distil against
-    teacher.eval()
+    teacher = None
+    if float((loaded.config.get("Loss") or {}).get("distill_weight", 0.0)) > 0:
+        teacher = copy.deepcopy(loaded.model)  # the float model, to distil against
+        teacher.eval()
     samples = datamod.training_batches(job.task, job.data_dir, loaded.config, settings, job.seed, job.skip_bad_labels)
     model = loaded.model
     skipped = wrap_qat(model, settings, bool(settings.get("pact")))

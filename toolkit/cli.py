@@ -391,6 +391,10 @@ def report(run_dir: Path = RUN_DIR, tasks: str = TASKS, target: Optional[List[st
 
 def main() -> None:
     """Console entry point: ToolkitError -> message + hint, exit 2; never a traceback."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)  # library chatter (setuptools, paddle)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         app()
     except ToolkitError as exc:

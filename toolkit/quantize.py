@@ -118,6 +118,7 @@ def _loss_fn(task: str, cfg: dict, teacher) -> Callable:
     F = pd.nn.functional
     if task == "det":
         w = float((cfg.get("Loss") or {}).get("distill_weight", 1.0))
+        wl = float((cfg.get("Loss") or {}).get("label_weight", 1.0))
 
         def det_loss(out, batch):
             prob = out["maps"][:, 0]
@@ -136,7 +137,7 @@ def _loss_fn(task: str, cfg: dict, teacher) -> Callable:
             with pd.no_grad():
                 t = teacher(batch["image"])["maps"][:, 0]
             distill = F.mse_loss(prob, t) * 10
-            return balanced + dice + w * distill
+            return wl * (balanced + dice) + w * distill
 
         return det_loss
 

@@ -41,13 +41,21 @@ class UI:
             typer.echo(msg, err=True)
 
     def progress(self, desc: str):
+        """A tqdm bar on a terminal; in logs (CI), a line at every quarter of the work."""
         from tqdm import tqdm
 
         bar: dict = {}
+        tty = sys.stderr.isatty()
 
         def update(done: int, total: int, loss: float | None = None) -> None:
+            if self.quiet:
+                return
+            if not tty:
+                if done == total or done % max(1, total // 4) == 0:
+                    self.log(f"{desc}: {done}/{total}" + (f" loss {loss:.4f}" if loss is not None else ""))
+                return
             if "bar" not in bar:
-                bar["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, disable=self.quiet or not sys.stderr.isatty(), initial=done - 1, leave=True, mininterval=1.0)
+                bar["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, initial=done - 1, leave=True, mininterval=1.0)
             b = bar["bar"]
             b.update(done - b.n)
             if loss is not None:

@@ -70,6 +70,7 @@ def run_all(job: RunJob, run: RunDir, ui) -> dict:
     error: ToolkitError | None = None
     try:
         def timed(name, fn):
+            ui.log(f"{name}: ...")
             s = time.monotonic()
             out = fn()
             timings[name] = round(time.monotonic() - s, 2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from conftest import REPO, assert_clean_failure, copy_tree, toolkit
 

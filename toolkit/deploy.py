@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from toolkit.errors import ToolkitError
 from toolkit.rundir import RunDir

@@ -255,7 +255,7 @@ def build_model(source: ModelSource, load_weights: bool = True) -> LoadedModel:
     """Build the dygraph model for `source`, re-parameterised like the inference model, with weights."""
     from toolkit.engine import paddle
 
-    pd = paddle()
+    paddle()
     from ppocr.modeling.architectures import build_model as ppocr_build
 
     cfg = load_config(source.config, source.overrides)

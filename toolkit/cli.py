@@ -66,11 +66,14 @@ class UI:
         return update
 
 
+# Results go to the real stdout; with --json, main() points sys.stdout at stderr for everything
+# else, so libraries that print (ppocr logs to stdout on import) cannot corrupt the JSON.
+RESULTS = sys.stdout
+
+
 def emit(obj, as_json: bool, human: str | None = None) -> None:
-    if as_json:
-        typer.echo(json.dumps(obj, indent=2, default=str))
-    else:
-        typer.echo(human if human is not None else json.dumps(obj, indent=2, default=str))
+    text = json.dumps(obj, indent=2, default=str) if as_json or human is None else human
+    typer.echo(text, file=RESULTS)
 
 
 def _tasks(spec: str) -> list[str]:
@@ -403,6 +406,8 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning)  # library chatter (setuptools, paddle)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if "--json" in sys.argv[1:]:
+        sys.stdout = sys.stderr  # only the JSON document goes to stdout (see emit)
     try:
         app()
     except ToolkitError as exc:

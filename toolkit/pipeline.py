@@ -63,6 +63,15 @@ def ensure_data(run: RunDir, data_dir: Path | None, synth: dict, seed: int, log:
     return run.data()
 
 
+def _all_skipped(result) -> bool:
+    """True when a stage result (or every per-target result inside it) was skipped."""
+    if not isinstance(result, dict) or not result:
+        return False
+    if "skipped" in result:
+        return bool(result["skipped"])
+    return all(_all_skipped(v) for v in result.values())
+
+
 def run_all(job: RunJob, run: RunDir, ui) -> dict:
     """All stages; returns report.json's content (also written when a stage fails)."""
     t0 = time.monotonic()
@@ -74,7 +83,7 @@ def run_all(job: RunJob, run: RunDir, ui) -> dict:
             s = time.monotonic()
             out = fn()
             timings[name] = round(time.monotonic() - s, 2)
-            ui.log(f"{name}: {'skipped (up to date)' if isinstance(out, dict) and out.get('skipped') else 'done'} in {timings[name]:.1f}s")
+            ui.log(f"{name}: {'skipped (up to date)' if _all_skipped(out) else 'done'} in {timings[name]:.1f}s")
             return out
 
         data_dir = timed("data", lambda: ensure_data(run, job.data_dir, job.synth, job.seed, ui.log))

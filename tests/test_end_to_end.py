@@ -145,3 +145,26 @@ def test_ptq_alternative_converts_to_int8(small_data, tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
     assert res["targets"]["android-arm64"]["det"]["int8"]["int8_ops"] > 10
+
+
+def test_paddleocr_checkpoint_with_its_config(small_data, tmp_path):
+    """A PaddleOCR training checkpoint (.pdparams before re-parameterisation) + config, as quant.py takes them."""
+    from toolkit.engine import paddle
+    from toolkit.models import CONFIG_DIR, _architecture, load_config
+
+    pd = paddle()
+    from ppocr.modeling.architectures import build_model
+
+    cfg_path = tmp_path / "det.yml"
+    cfg_path.write_text((CONFIG_DIR / "PP-OCRv4_mobile_det.yml").read_text())
+    model = build_model(_architecture(load_config(cfg_path), cfg_path))  # a training-time (un-repped) model
+    pd.save(model.state_dict(), str(tmp_path / "best_accuracy.pdparams"))
+    run = tmp_path / "run"
+    proc = toolkit("quantize", "--run-dir", run, "--tasks", "det", "--data", small_data, "--det", cfg_path,
+                   "--det-override", f"Global.pretrained_model={tmp_path / 'best_accuracy'}", "--steps", "1",
+                   "--det-override", "Quant.crop_size=160", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["det"]["weights"]["loaded_parameters"] == len(model.state_dict())
+    proc = toolkit("export", "--run-dir", run, "--tasks", "det")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run / "quant" / "det" / "model" / "inference.pdmodel").exists()

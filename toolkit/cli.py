@@ -368,9 +368,9 @@ def run_cmd(target: Optional[List[str]] = typer.Option(None, "--target", help="R
     if data is not None:
         _data_dir(run_dir, data)
     else:
-        state = _run_state(run_dir)
-        state["data_dir"] = str(run.data())
-        (Path(run_dir) / "run.json").write_text(json.dumps(state, indent=2))
+        from toolkit.rundir import atomic_write_json
+
+        atomic_write_json(Path(run_dir) / "run.json", {**_run_state(run_dir), "data_dir": str(run.data())})
     report = run_all(job, run, ui)
     if deploy_to:
         from toolkit.deploy import DeployJob, deploy as run_deploy

@@ -74,9 +74,9 @@ def build_bundle(job: BundleJob, run: RunDir, target: Target) -> dict:
     metrics_path = run.eval_dir() / "metrics.json"
     if not metrics_path.exists():
         raise ToolkitError("no evaluation results in this run directory", hint=f"run `toolkit evaluate --run-dir {run.root}` first: a bundle carries its metrics")
-    from toolkit.evaluate import _summary
+    from toolkit.evaluate import summarize_metrics
 
-    metrics = _summary(json.loads(metrics_path.read_text()))
+    metrics = summarize_metrics(json.loads(metrics_path.read_text()))
     versions = engine_versions()
     with atomic_dir(run.bundle_dir(target.name)) as tmp:
         (tmp / "models").mkdir()

@@ -187,14 +187,14 @@ def evaluate(job: EvalJob, run: RunDir, log: Callable[[str], None] | None = None
             res["x86_nb_check"] = x86_check(run, task)
             metrics[task] = res
         atomic_write_json(run.eval_dir() / "metrics.json", metrics)
-        return _summary(metrics), [run.eval_dir() / "metrics.json"]
+        return summarize_metrics(metrics), [run.eval_dir() / "metrics.json"]
 
     result = run.run_stage("evaluate", key, work, log)
     check_drops(result, job.max_drop)
     return result
 
 
-def _summary(metrics: dict) -> dict:
+def summarize_metrics(metrics: dict) -> dict:
     """The figures report.json carries (per-sample texts and boxes stay in eval/metrics.json)."""
     out = {}
     for task, res in metrics.items():

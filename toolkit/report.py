@@ -29,9 +29,9 @@ def _json(path: Path) -> dict | None:
 def build_report(run: RunDir, targets: list[Target], tasks: list[str]) -> dict:
     stages = run.manifest()["stages"]
     metrics_full = _json(run.eval_dir() / "metrics.json") or {}
-    from toolkit.evaluate import _summary
+    from toolkit.evaluate import summarize_metrics
 
-    metrics = _summary({t: metrics_full[t] for t in tasks if t in metrics_full})
+    metrics = summarize_metrics({t: metrics_full[t] for t in tasks if t in metrics_full})
     out_targets: dict = {}
     for target in targets:
         conv = _json(run.nb_dir(target.name) / "convert.json")

@@ -1,41 +1,129 @@
-"""Stage 6: deliver a target's bundle to a device, atomically, skipping unchanged files."""
+"""Stage 6: deliver a target's bundle to devices, atomically, skipping unchanged files; then,
+on request, run the bundle's smoke command and a benchmark there.
+
+Per device: check ABI (against target.accepted_abis) and free space (against the bundle
+size), install as a new release (see toolkit/transports.py), then run the on-device runner:
+
+  cd <root>/current && LD_LIBRARY_PATH=runtime/lib runtime/bin/ppocr_runner --config config.json
+      --image test/image.jpg --threads N --power-mode MODE --warmup W --repeats R
+
+whose last stdout line is one JSON object (lines, timings_ms, threads, power_mode, warmup,
+repeats). Smoke = warm-up 0, one repeat; benchmark = the target's threads and power mode with
+the given warm-up and repeats. The device's exit status decides success.
+
+Results: RUN/deploy/<target>/<device>.json (+ <device>/<smoke|benchmark>.{stdout,stderr}),
+merged into report.json under `deploy.<target>.<device>`.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
 
 from toolkit.errors import ToolkitError
-from toolkit.rundir import RunDir
+from toolkit.rundir import RunDir, atomic_write_json
 from toolkit.targets import Target
 from toolkit.transports import open_transport
+
+RUNNER = "runtime/bin/ppocr_runner"
+TEST_IMAGE = "test/image.jpg"
 
 
 @dataclass
 class DeployJob:
     target: Target
     device: str
+    smoke: bool = False
+    benchmark: bool = False
+    warmup: int = 2
+    repeats: int = 10
+    ssh: dict = field(default_factory=dict)  # identity, known_hosts, accept_new_host_keys
 
 
 def deploy(job: DeployJob, run: RunDir) -> dict:
-    """Check the device against the target, then install bundle/<target>/ as a new release."""
+    """One device; a failure is raised as a ToolkitError (the result is still saved in the run)."""
+    res = deploy_one(job, run)
+    _merge_report(run)
+    if res["status"] != "ok":
+        raise ToolkitError(res["error"], hint=res.get("hint"))
+    return res
+
+
+def deploy_devices(job: DeployJob, devices: list[str], run: RunDir, log: Callable[[str], None] | None = None) -> dict:
+    """Several devices in parallel; every device gets a result row, failures included.
+
+    {"target", "ok", "devices": [per-device result]}; with one device, its result's fields are
+    at the top level too (release, sent, unchanged, ...)."""
+    if not devices:
+        raise ToolkitError("no device to deploy to", hint="pass --device SPEC, --serial SERIAL or --all-devices")
+    jobs = [DeployJob(job.target, d, job.smoke, job.benchmark, job.warmup, job.repeats, job.ssh) for d in dict.fromkeys(devices)]
+    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
+        results = list(pool.map(lambda j: deploy_one(j, run, log), jobs))
+    _merge_report(run)
+    out = {"target": job.target.name, "ok": all(r["status"] == "ok" for r in results), "devices": results}
+    # One device: its fields also at the top level, as `toolkit deploy --json` printed them before several devices.
+    return {**results[0], **out} if len(results) == 1 else out
+
+
+def deploy_one(job: DeployJob, run: RunDir, log: Callable[[str], None] | None = None) -> dict:
+    """Never raises for a device problem: returns {"status": "failed", "error", "hint", ...}."""
+    t0 = time.monotonic()
+    res: dict = {"target": job.target.name, "device": job.device, "status": "failed"}
+    transport = None
+    try:
+        transport = open_transport(job.device, **job.ssh)
+        res["device"] = transport.name
+        res.update(_install(job, run, transport, res, log))
+        for kind, wanted in (("smoke", job.smoke), ("benchmark", job.benchmark)):
+            if wanted:
+                if log:
+                    log(f"{transport.name}: {kind} run")
+                res[kind] = _run_runner(job, run, transport, kind)
+                if not res[kind]["ok"]:
+                    raise ToolkitError(f"{transport.name}: {kind} run failed on the device (exit status {res[kind]['returncode']}): "
+                                       f"{res[kind]['message']}", hint=f"its output is in {run.root / 'deploy' / job.target.name}")
+        res["status"] = "ok"
+    except ToolkitError as exc:
+        res.update(error=exc.message, hint=exc.hint)
+    except OSError as exc:  # the client binary itself failed to start, a local file vanished...
+        res.update(error=f"{res['device']}: {exc.strerror or exc}", hint="check the device client (adb/ssh) installation")
+    finally:
+        if transport is not None:
+            transport.close()
+    res["seconds"] = round(time.monotonic() - t0, 2)
+    out = run.root / "deploy" / job.target.name / f"{_slug(res['device'])}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, res)
+    return res
+
+
+def _install(job: DeployJob, run: RunDir, transport, res: dict, log) -> dict:
     bundle = run.bundle_dir(job.target.name)
     manifest_path = bundle / "manifest.json"
     if not manifest_path.exists():
         raise ToolkitError(f"no bundle for {job.target.name} in {run.root}", hint=f"run `toolkit bundle --target {job.target.name} --run-dir {run.root}` first")
     manifest = json.loads(manifest_path.read_text())
-    transport = open_transport(job.device)
-    facts = transport.facts()
-    if facts.get("abi") is not None and facts["abi"] not in job.target.accepted_abis:
-        raise ToolkitError(f"{transport.name} reports ABI {facts['abi']}, target {job.target.name} needs one of {', '.join(job.target.accepted_abis)}",
-                           hint="pick the target that matches the device (`toolkit targets list`)")
+    root = job.target.transport.device_dir
+    facts = transport.facts(root)
+    res["facts"] = facts
+    abis = facts.get("abis") or ([facts["abi"]] if facts.get("abi") else [])
+    if abis and not set(abis) & set(job.target.accepted_abis):
+        raise ToolkitError(f"{transport.name} reports ABI {facts.get('abi')} (supports {', '.join(abis)}); "
+                           f"target {job.target.name} needs one of {', '.join(job.target.accepted_abis)}",
+                           hint="deploy the target that matches the device (`toolkit devices` shows which one)")
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
     if facts.get("free_bytes") is not None and facts["free_bytes"] < size:
-        raise ToolkitError(f"{transport.name} has {facts['free_bytes']} bytes free, the bundle needs {size}", hint="free space on the device")
-    root = job.target.transport.device_dir
+        raise ToolkitError(f"{transport.name} has {facts['free_bytes'] / 1e6:.1f} MB free at {root}, the bundle needs {size / 1e6:.1f} MB",
+                           hint="free space on the device")
     current = transport.current_manifest(root) or {}
     reuse = {f for f, h in manifest["files"].items() if current.get("files", {}).get(f) == h}
     release = _release_id(manifest)
+    if log:
+        log(f"{transport.name}: installing release {release} ({len(manifest['files']) + 1 - len(reuse)} files to send)")
     try:
         result = transport.install(bundle, root, release, reuse)
     except OSError as exc:
@@ -46,9 +134,103 @@ def deploy(job: DeployJob, run: RunDir) -> dict:
             "previous_release": _release_id(current) if current else None}
 
 
+def runner_argv(threads: int, power_mode: str, warmup: int, repeats: int) -> list[str]:
+    return [RUNNER, "--config", "config.json", "--image", TEST_IMAGE, "--threads", str(threads),
+            "--power-mode", power_mode, "--warmup", str(warmup), "--repeats", str(repeats)]
+
+
+def _run_runner(job: DeployJob, run: RunDir, transport, kind: str) -> dict:
+    bundle = run.bundle_dir(job.target.name)
+    for need, why in ((RUNNER, "no runtime (runtime/bin/ppocr_runner): build the target's runtime, then `toolkit bundle` again"),
+                      (TEST_IMAGE, "no test image: bundle with a dataset")):
+        if not (bundle / need).is_file():
+            raise ToolkitError(f"the {job.target.name} bundle has {why.split(':')[0]}", hint=why.split(": ", 1)[1])
+    d = job.target.defaults
+    warmup, repeats = (0, 1) if kind == "smoke" else (job.warmup, job.repeats)
+    argv = runner_argv(d.threads, d.power_mode, warmup, repeats)
+    t0 = time.monotonic()
+    r = transport.run(argv, cwd=f"{job.target.transport.device_dir}/current", env={"LD_LIBRARY_PATH": "runtime/lib"})
+    seconds = round(time.monotonic() - t0, 2)
+    out_dir = run.root / "deploy" / job.target.name / _slug(transport.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{kind}.stdout").write_text(r.stdout)
+    (out_dir / f"{kind}.stderr").write_text(r.stderr)
+    entry: dict = {"ok": False, "returncode": r.returncode, "seconds": seconds, "command": argv}
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    if r.returncode != 0:
+        tail = [ln for ln in r.stderr.strip().splitlines() if ln.strip()][-1:] or lines[-1:] or ["(no output)"]
+        return {**entry, "message": tail[0][:300]}
+    try:
+        result = json.loads(lines[-1])
+        if not isinstance(result, dict):
+            raise ValueError
+    except (IndexError, ValueError):
+        return {**entry, "message": "the runner's last output line is not a JSON object"}
+    return {**entry, "ok": True, "message": "", "result": result}
+
+
+def _slug(device: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", device).strip("_") or "device"
+
+
 def _release_id(manifest: dict) -> str:
     """Content-addressed release name: the same bundle content always gets the same id."""
     import hashlib
 
     files = manifest.get("files", {})
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _merge_report(run: RunDir) -> None:
+    from toolkit.report import merge_deploy_results
+
+    merge_deploy_results(run)
+
+
+def resolve_devices(target: Target, devices: list[str], serials: list[str], all_devices: bool) -> list[str]:
+    """--device SPEC (any transport), --serial S (the target's transport), --all-devices (adb: every device online)."""
+    out = list(devices)
+    out += [f"{target.transport.kind}:{s}" for s in serials]
+    if all_devices:
+        if target.transport.kind != "adb":
+            raise ToolkitError(f"--all-devices lists adb devices; {target.name} deploys over {target.transport.kind}",
+                               hint="name each board: --device ssh:user@host")
+        from toolkit.transports import adb_devices
+
+        online = [f"adb:{d['serial']}" for d in adb_devices() if d["state"] == "device"]
+        if not online:
+            raise ToolkitError("no adb device is online", hint="`adb devices -l`; `adb connect HOST:PORT` for a network device")
+        out += online
+    return list(dict.fromkeys(out))
+
+
+def list_devices(targets: list[Target], extra: list[str] | None = None, ssh: dict | None = None) -> list[dict]:
+    """Connected adb devices (plus any named specs), their ABIs and the targets that accept them."""
+    from toolkit.transports import AdbTransport, adb_devices
+
+    rows = []
+    specs = [(f"adb:{d['serial']}", d) for d in adb_devices()] + [(s, {}) for s in (extra or [])]
+
+    def probe(item):
+        spec, info = item
+        row = {"device": spec, "state": info.get("state", "?"), "model": info.get("model"), "abi": None, "abis": [], "targets": []}
+        if info and info.get("state") != "device":
+            return row
+        t = None
+        try:
+            t = AdbTransport(spec[4:]) if spec.startswith("adb:") else open_transport(spec, **(ssh or {}))
+            facts = t.facts()
+            row.update(state="device", abi=facts.get("abi"), abis=facts.get("abis") or [])
+            row["model"] = row["model"] or facts.get("model")
+            kind = spec.split(":", 1)[0]
+            row["targets"] = [tg.name for tg in targets if tg.transport.kind == kind and set(row["abis"]) & set(tg.accepted_abis)]
+        except ToolkitError as exc:
+            row.update(state="error", error=exc.message)
+        finally:
+            if t is not None:
+                t.close()
+        return row
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        rows = list(pool.map(probe, specs))
+    return rows

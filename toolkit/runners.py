@@ -1,0 +1,336 @@
+"""Where the stages run: locally (this Python, the converter venv) or in Docker containers.
+
+Runner.quantize/export/evaluate/convert take the same jobs as the stage functions and return
+the same results, so `toolkit run` dispatches on a runner and nothing else changes.
+
+The Docker runner:
+- trainer stages run `python -m toolkit.cli quantize|export|evaluate ... --json` in the trainer
+  image (GPU variant with GPUs passed through for --device gpu, when the engine has the NVIDIA
+  runtime; a clear error otherwise);
+- convert runs on the host as usual, but the converter programs it calls (paddle_lite_opt, the
+  converter's python) are stand-ins that run them in the converter image (envs.CONVERTER_OVERRIDE);
+- every host path a stage needs (run dir, data, model sources, the toolkit source, targets) is
+  bind-mounted at the same absolute path, so no path is translated; containers run as the
+  calling user's uid:gid with HOME=/tmp/home, so what they write belongs to that user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+from toolkit import envs
+from toolkit.errors import ToolkitError
+
+RUNNERS = ("local", "docker", "auto")
+PKG_DIR = Path(__file__).resolve().parent
+Log = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+class LocalRunner:
+    name = "local"
+
+    def quantize(self, job, run, progress=None, log=None):
+        from toolkit.quantize import quantize
+
+        return quantize(job, run, progress=progress, log=log)
+
+    def export(self, job, run, log=None):
+        from toolkit.export import export
+
+        return export(job, run, log) if log else export(job, run)
+
+    def evaluate(self, job, run, log=None):
+        from toolkit.evaluate import evaluate
+
+        return evaluate(job, run, log) if log else evaluate(job, run)
+
+    def convert(self, job, run, log=None):
+        from toolkit.convert import convert
+
+        return convert(job, run, log)
+
+
+# ------------------------------------------------------------------ GPUs
+def gpu_status(client) -> dict:
+    """What the engine and the host offer for GPUs; never assumed, always detected."""
+    info = client.info()
+    runtimes = sorted((info.get("Runtimes") or {}).keys())
+    devices = sorted(str(p) for p in Path("/dev").glob("nvidia[0-9]*"))
+    return {"nvidia_runtime": "nvidia" in runtimes, "runtimes": runtimes, "default_runtime": info.get("DefaultRuntime"),
+            "host_gpus": devices}
+
+
+def gpu_requests(client, want: bool) -> list:
+    """device_requests for the container: all GPUs when asked for and available, else a clear error."""
+    if not want:
+        return []
+    import docker
+
+    st = gpu_status(client)
+    if not st["nvidia_runtime"] or not st["host_gpus"]:
+        missing = [m for m, ok in (("no NVIDIA GPU on this host (/dev/nvidia*)", st["host_gpus"]),
+                                   ("the Docker engine has no NVIDIA runtime", st["nvidia_runtime"])) if not ok]
+        raise ToolkitError(f"GPUs were requested (--device gpu) but {' and '.join(missing)}",
+                           hint="install the NVIDIA driver and nvidia-container-toolkit (`nvidia-ctk runtime configure --runtime=docker`, "
+                                "restart dockerd), or train on CPU with --device cpu")
+    return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+
+
+# ------------------------------------------------------------------ mounts
+def mounts_for(paths: list[Path | str], rw: list[Path | str]) -> dict:
+    """Bind mounts at the same absolute path: read-only for `paths`, read-write for `rw`.
+    A path inside another mounted one with the same (or a weaker) mode is left out."""
+    want: dict[str, str] = {}
+    for mode, group in (("ro", paths), ("rw", rw)):
+        for p in group:
+            p = Path(p).resolve()
+            if not p.exists():
+                continue
+            if mode == "rw" or want.get(str(p)) != "rw":
+                want[str(p)] = mode
+    out = {}
+    for p in sorted(want, key=len):
+        covered = any(p.startswith(q.rstrip("/") + "/") and (want[q] == "rw" or want[p] == "ro") for q in out)
+        if not covered:
+            out[p] = {"bind": p, "mode": want[p]}
+    return out
+
+
+def _code_mounts() -> list[Path]:
+    """The toolkit package and the targets folder the host uses."""
+    from toolkit.targets import resolve_targets_dir
+
+    return [PKG_DIR, resolve_targets_dir()]
+
+
+def run_container(client, image: str, argv: list[str], mounts: dict, log: Log, user: str | None = None, env: dict | None = None,
+                  workdir: str | None = None, device_requests: list | None = None, what: str = "") -> tuple[int, str, str]:
+    """Run argv in `image`; stderr streamed to `log` line by line; returns (exit code, stdout, stderr tail)."""
+    import docker
+
+    user = user or f"{os.getuid()}:{os.getgid()}"
+    environment = {"HOME": "/tmp/home", "PYTHONPATH": str(PKG_DIR.parent), "PYTHONUNBUFFERED": "1", **(env or {})}
+    try:
+        c = client.containers.create(image, command=argv, user=user, environment=environment, volumes=mounts,
+                                     working_dir=workdir or "/tmp/home", device_requests=device_requests or None,
+                                     network_disabled=False, labels={"org.toolkit.stage": what or argv[0]})
+    except docker.errors.ImageNotFound:
+        raise ToolkitError(f"image {image} is not in the local engine", hint="run `toolkit images build`") from None
+    except docker.errors.APIError as exc:
+        raise ToolkitError(f"could not create a container from {image}: {exc.explanation or exc}") from None
+    err_lines: list[str] = []
+    try:
+        c.start()
+
+        def pump():
+            buf = b""
+            for chunk in c.logs(stream=True, follow=True, stdout=False, stderr=True):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    text = line.decode(errors="replace").rstrip()
+                    err_lines.append(text)
+                    if text.strip():
+                        log(text)
+            if buf.strip():
+                err_lines.append(buf.decode(errors="replace"))
+                log(buf.decode(errors="replace"))
+
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+        code = c.wait().get("StatusCode", 1)
+        t.join(timeout=10)
+        out = c.logs(stdout=True, stderr=False).decode(errors="replace")
+    finally:
+        try:
+            c.remove(force=True)
+        except Exception:
+            pass
+    return code, out, "\n".join(err_lines[-12:])
+
+
+def _last_json(stdout: str):
+    text = stdout.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    start = text.rfind("\n{")
+    return json.loads(text[start + 1:] if start >= 0 else text)
+
+
+# ------------------------------------------------------------------ docker runner
+class DockerRunner:
+    """Each stage in its container; see the module docstring."""
+
+    name = "docker"
+
+    def __init__(self, log: Log | None = None, user: str | None = None, build_options=None):
+        from toolkit.images import engine
+
+        self.client = engine()
+        self.log = log or _quiet
+        self.user = user
+        self.build_options = build_options
+        self._images: dict[str, str] = {}
+
+    # images -------------------------------------------------------------
+    def image(self, kind: str, variant: str, target=None) -> str:
+        """The newest build of this image (`toolkit images build`), built now when there is none."""
+        from toolkit import images
+
+        key = f"{kind}:{variant}"
+        if key in self._images:
+            return self._images[key]
+        repo = images.TRAINER if kind == "trainer" else images.CONVERTER
+        alias = f"{repo}:{variant}"
+        if not images.image_exists(self.client, alias):
+            self.log(f"runner docker: no {alias} image yet, building it")
+            opts = self.build_options or images.BuildOptions()
+            res = images.build_images([target] if target else [], [kind], opts, trainer_variants=[variant], log=self.log, client=self.client)
+            alias = res[0]["tag"]
+        self._images[key] = alias
+        return alias
+
+    # trainer stages -----------------------------------------------------
+    def _trainer(self, cmd: list[str], run, data_dir: Path | None, sources: list, log: Log | None, gpu: bool = False, what: str = ""):
+        log = log or self.log
+        devices = gpu_requests(self.client, gpu)  # GPUs asked for but absent: say so before any image work
+        image = self.image("trainer", "gpu" if gpu else "cpu")
+        ro = _code_mounts()
+        for s in sources:
+            for p in (s.config, s.inference_dir, s.checkpoint):
+                if p is not None and not str(p).startswith(sys.prefix):
+                    ro.append(Path(p) if Path(p).is_dir() else Path(p).parent)
+        if data_dir is not None:
+            ro.append(Path(data_dir))
+        env = {}
+        if os.environ.get("TOOLKIT_TARGETS_DIR"):
+            env["TOOLKIT_TARGETS_DIR"] = os.environ["TOOLKIT_TARGETS_DIR"]
+        argv = ["python", "-m", "toolkit.cli", *cmd, "--run-dir", str(run.root), "--json"]
+        log(f"runner docker: {image}: toolkit {' '.join(shlex.quote(a) for a in cmd)}")
+        code, out, tail = run_container(self.client, image, argv, mounts_for(ro, [run.root]), log=log, user=self.user, env=env,
+                                        workdir=str(run.root), device_requests=devices, what=what)
+        if code != 0:
+            msg = next((ln[len("error: "):] for ln in tail.splitlines() if ln.startswith("error: ")), None)
+            hint = next((ln.strip()[len("hint: "):] for ln in tail.splitlines() if ln.strip().startswith("hint: ")), None)
+            if msg:
+                raise ToolkitError(f"{what} in the trainer container: {msg}", hint=hint)
+            raise ToolkitError(f"{what} failed in the trainer container {image} (exit code {code})", hint=tail[-800:])
+        try:
+            return _last_json(out)
+        except (json.JSONDecodeError, ValueError):
+            raise ToolkitError(f"{what}: the trainer container printed no result", hint=out[-400:]) from None
+
+    @staticmethod
+    def _source_args(task: str, source) -> list[str]:
+        args = [f"--{task}", source.spec]
+        for o in source.overrides:
+            args += ["--det-override" if task == "det" else "--rec-override", o]
+        return args
+
+    def quantize(self, job, run, progress=None, log=None):
+        cmd = ["quantize", "--tasks", job.task, "--data", str(Path(job.data_dir).resolve()), *self._source_args(job.task, job.source),
+               "--method", job.method, "--seed", str(job.seed), "--device", job.device]
+        for flag, val in (("--steps", job.steps), ("--batch-size", job.batch_size), ("--lr", job.learning_rate)):
+            if val is not None:
+                cmd += [flag, str(val)]
+        for pat in job.skip_layers:
+            cmd += ["--skip-layer", f"{job.task}:{pat}"]
+        if job.pact is not None:
+            cmd.append("--pact" if job.pact else "--no-pact")
+        if job.resume:
+            cmd.append("--resume")
+        if job.skip_bad_labels:
+            cmd.append("--skip-bad-labels")
+        res = self._trainer(cmd, run, job.data_dir, [job.source], log, gpu=job.device == "gpu", what=f"quantize:{job.task}")
+        return res[job.task]
+
+    def export(self, job, run, log=None):
+        res = self._trainer(["export", "--tasks", job.task], run, None, [job.source], log, what=f"export:{job.task}")
+        return res[job.task]
+
+    def evaluate(self, job, run, log=None):
+        cmd = ["evaluate", "--tasks", ",".join(job.tasks), "--data", str(Path(job.data_dir).resolve()), "--max-drop", str(job.max_drop)]
+        if job.limit is not None:
+            cmd += ["--limit", str(job.limit)]
+        if job.skip_bad_labels:
+            cmd.append("--skip-bad-labels")
+        res = self._trainer(cmd, run, job.data_dir, [job.sources[t] for t in job.tasks], log, what="evaluate")
+        return res
+
+    # converter -----------------------------------------------------------
+    def converter_shims(self, target) -> Path:
+        """A folder of stand-ins for the converter venv's programs that run them in the converter image."""
+        image = self.image("converter", target.lite.version, target)
+        d = envs.toolkit_home() / "docker-shims" / target.lite.version
+        d.mkdir(parents=True, exist_ok=True)
+        for name in ("paddle_lite_opt", "python"):
+            p = d / name
+            p.write_text(f"#!{sys.executable}\n# Written by toolkit/runners.py: runs {name} in the converter image.\n"
+                         f"import sys\nsys.path.insert(0, {str(PKG_DIR.parent)!r})\nfrom toolkit.runners import shim_main\n"
+                         f"sys.exit(shim_main({image!r}, {name!r}, sys.argv[1:], {self.user!r}))\n")
+            p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        return d
+
+    def convert(self, job, run, log=None):
+        from toolkit.convert import convert
+
+        saved = dict(envs.CONVERTER_OVERRIDE)
+        try:
+            for t in job.targets:
+                envs.CONVERTER_OVERRIDE[t.lite.version] = self.converter_shims(t)
+            return convert(job, run, log)
+        finally:
+            envs.CONVERTER_OVERRIDE.clear()
+            envs.CONVERTER_OVERRIDE.update(saved)
+
+
+def shim_main(image: str, program: str, args: list[str], user: str | None = None) -> int:
+    """Entry of a converter stand-in: run `program args` in `image`, paths mounted as they are."""
+    from toolkit.images import engine
+
+    try:
+        client = engine(timeout=300)
+        paths: list[Path] = []
+        for a in args:
+            value = a.split("=", 1)[1] if a.startswith("--") and "=" in a else a
+            if value.startswith("/"):
+                p = Path(value)
+                paths.append(p if p.is_dir() else p.parent)
+        argv = [program if program != "python" else "python", *args]
+        code, out, tail = run_container(client, image, argv, mounts_for([PKG_DIR], paths), log=lambda m: print(m, file=sys.stderr),
+                                        user=user, workdir="/tmp/home", what=f"converter:{program}")
+        sys.stdout.write(out)
+        return code
+    except ToolkitError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------ choice
+def get_runner(name: str, log: Log | None = None, device: str = "cpu"):
+    """local, docker, or auto (Docker when an engine answers, else local)."""
+    if name not in RUNNERS:
+        raise ToolkitError(f"--runner {name}: unknown runner", hint="use local, docker or auto")
+    if name == "local":
+        return LocalRunner()
+    if name == "auto":
+        from toolkit.images import engine_answers
+
+        if not engine_answers():
+            (log or _quiet)("runner auto: no Docker engine answers, running locally")
+            return LocalRunner()
+        (log or _quiet)("runner auto: a Docker engine answers, running in containers")
+    return DockerRunner(log=log)

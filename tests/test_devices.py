@@ -214,15 +214,19 @@ def test_three_devices_in_parallel(tmp_path, runner, adb_server, make_device):
     assert all(r["status"] == "ok" and r["benchmark"]["ok"] for r in res["devices"])
     for d in devs:
         assert (installed(d) / "manifest.json").exists()
-    # The human table, one row per device; --all-devices finds the same three.
+    # The human table, one row per device; --all-devices finds the three and a fourth, 32-bit one,
+    # which fails on its own row while the others deploy; the exit status says a device failed.
+    bad = make_device("d32", abi="armeabi-v7a")
     p = tk(adb_server, "deploy", "--run-dir", run, "--all-devices")
-    assert p.returncode == 0, p.stderr
+    assert_clean_failure(p, "deploy failed on 1 of 4 device(s)", "ABI armeabi-v7a")
     rows = p.stdout.strip().splitlines()
     assert rows[0].split()[:5] == ["device", "status", "release", "sent", "unchanged"]
-    assert sorted(ln.split()[0] for ln in rows[1:]) == sorted(f"adb:{d.serial}" for d in devs)
-    assert all(ln.split()[1:4:2] == ["ok", "0"] for ln in rows[1:])
+    table = {ln.split()[0]: ln.split() for ln in rows[1:]}
+    assert sorted(table) == sorted(f"adb:{d.serial}" for d in [*devs, bad])
+    assert all(table[f"adb:{d.serial}"][1:4:2] == ["ok", "0"] for d in devs)
+    assert table[f"adb:{bad.serial}"][1] == "failed"
     report = json.loads((run / "report.json").read_text())
-    assert len(report["deploy"]["android-arm64"]) == 3
+    assert len(report["deploy"]["android-arm64"]) == 4 and report["deploy"]["android-arm64"][f"adb:{bad.serial}"]["status"] == "failed"
 
 
 def test_devices_lists_abi_and_matching_targets(adb_server, make_device):
@@ -269,6 +273,11 @@ def test_ssh_linux_arm64(tmp_path, runner, sshd, adb_server):
     empty.write_text("")
     p = tk(adb_server, "deploy", "--target", "linux-arm64", "--run-dir", run, "--device", spec, "--ssh-key", sshd.key, "--known-hosts", empty)
     assert_clean_failure(p, "Host key verification failed")
+    # `toolkit devices` probes a named ssh board too.
+    p = tk(adb_server, "devices", "--json", "--device", spec, *auth)
+    assert p.returncode == 0, p.stderr
+    (row,) = [r for r in json.loads(p.stdout) if r["device"] == spec]
+    assert (row["abi"], row["targets"]) == ("aarch64", ["linux-arm64"])
     # The ABI check over ssh: an aarch64 board is not a linux-armhf one.
     make_bundle(run, "linux-armhf", runner)
     p = tk(adb_server, "deploy", "--target", "linux-armhf", "--run-dir", run, "--device", spec, *auth)

@@ -84,8 +84,10 @@ def deploy_one(job: DeployJob, run: RunDir, log: Callable[[str], None] | None = 
                     log(f"{transport.name}: {kind} run")
                 res[kind] = _run_runner(job, run, transport, kind)
                 if not res[kind]["ok"]:
-                    raise ToolkitError(f"{transport.name}: {kind} run failed on the device (exit status {res[kind]['returncode']}): "
-                                       f"{res[kind]['message']}", hint=f"its output is in {run.root / 'deploy' / job.target.name}")
+                    rc = res[kind]["returncode"]
+                    how = f"failed on the device (exit status {rc})" if rc != 0 else "gave no result"
+                    raise ToolkitError(f"{transport.name}: {kind} run {how}: {res[kind]['message']}",
+                                       hint=f"its output is in {run.root / 'deploy' / job.target.name}")
         res["status"] = "ok"
     except ToolkitError as exc:
         res.update(error=exc.message, hint=exc.hint)
@@ -112,12 +114,12 @@ def _install(job: DeployJob, run: RunDir, transport, res: dict, log) -> dict:
     res["facts"] = facts
     abis = facts.get("abis") or ([facts["abi"]] if facts.get("abi") else [])
     if abis and not set(abis) & set(job.target.accepted_abis):
-        raise ToolkitError(f"{transport.name} reports ABI {facts.get('abi')} (supports {', '.join(abis)}); "
+        raise ToolkitError(f"{transport.name}: reports ABI {facts.get('abi')} (supports {', '.join(abis)}); "
                            f"target {job.target.name} needs one of {', '.join(job.target.accepted_abis)}",
                            hint="deploy the target that matches the device (`toolkit devices` shows which one)")
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
     if facts.get("free_bytes") is not None and facts["free_bytes"] < size:
-        raise ToolkitError(f"{transport.name} has {facts['free_bytes'] / 1e6:.1f} MB free at {root}, the bundle needs {size / 1e6:.1f} MB",
+        raise ToolkitError(f"{transport.name}: {facts['free_bytes'] / 1e6:.1f} MB free at {root}, the bundle needs {size / 1e6:.1f} MB",
                            hint="free space on the device")
     current = transport.current_manifest(root) or {}
     reuse = {f for f, h in manifest["files"].items() if current.get("files", {}).get(f) == h}

@@ -175,6 +175,13 @@ def test_connection_dropped_mid_push_keeps_previous_bundle(tmp_path, runner, adb
     assert r["status"] == "ok" and r["previous_release"] == v1 and r["smoke"]["ok"]
     assert (installed(dev) / "models/det.nb").read_bytes() == (run / "bundle/android-arm64/models/det.nb").read_bytes()
     assert not [x for x in dev.host_path(ROOT).iterdir() if x.name.startswith(".staging")]
+    # A file that arrives damaged while the push reports success is caught by the sha256 check before the switch.
+    v2 = r["release"]
+    make_bundle(run, "android-arm64", runner, {"models/rec.nb": b"rec-v3" * 100})
+    dev.corrupt_next_push = True
+    p = tk(adb_server, "deploy", "--run-dir", run, "--serial", dev.serial)
+    assert_clean_failure(p, "differ from the bundle", "still runs its previous release")
+    assert os.readlink(dev.host_path(f"{ROOT}/current")) == f"releases/{v2}"
 
 
 def pwned(*roots: Path) -> list[Path]:

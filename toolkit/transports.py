@@ -225,10 +225,8 @@ class RemoteTransport:
                 cmds.append(f"{{ ln {src} {dst} 2>/dev/null || cp -p {src} {dst}; }}")
             for i in range(0, len(cmds), 40):
                 self._check(" && ".join(cmds[i:i + 40]), "reusing unchanged files on the device")
-            # Every file must be there (a push cut short leaves some out) before the switch.
-            missing = " ".join(q(f"{staging}/{f}") for f in files)
-            self._check(f'( for f in {missing}; do [ -f "$f" ] || {{ echo "missing: $f" >&2; exit 1; }}; done ) && mv {q(staging)} {q(final)}',
-                        "completing the release")
+            self._verify(bundle, staging, files)
+            self._check(f"mv {q(staging)} {q(final)}", "completing the release")
         tmp_link = f"{root}/.current-{release}"
         # Keep the new release and the one it replaces (nothing is pruned when re-installing the current one).
         keep = "|".join(q(x) for x in (release, previous) if x)
@@ -238,6 +236,23 @@ class RemoteTransport:
                     f"{{ mv -fT {q(tmp_link)} {q(current)} 2>/dev/null || {{ rm -f {q(tmp_link)}; ln -sfn {q('releases/' + release)} {q(current)}; }}; }}"
                     + prune, "switching to the new release")
         return {"sent": 0 if present else len(to_send), "unchanged": len(files) if present else len(linked), "path": current}
+
+    def _verify(self, bundle: Path, staging: str, files: list[str]) -> None:
+        """Before the switch, every file in staging must have the bundle's sha256 (a push cut short
+        or a bad copy is caught here); where the device has no sha256sum, every file must exist."""
+        from toolkit.rundir import sha256_file
+
+        r = self.shell(f"cd {q(staging)} && sha256sum -- " + " ".join(q(f) for f in files))
+        if r.returncode == 127:
+            missing = " ".join(q(f) for f in files)
+            self._check(f'cd {q(staging)} && ( for f in {missing}; do [ -f "$f" ] || {{ echo "missing: $f" >&2; exit 1; }}; done )',
+                        "checking the staged release")
+            return
+        got = {ln[66:]: ln[:64] for ln in r.stdout.splitlines() if len(ln) > 66 and ln[64:66] == "  "}
+        bad = [f for f in files if got.get(f) != sha256_file(bundle / f)]
+        if bad:
+            raise ToolkitError(f"{self.name}: {len(bad)} staged file(s) differ from the bundle or are missing, e.g. {bad[0]}",
+                               hint="nothing was switched: the device still runs its previous release; re-run the deploy")
 
     def run(self, argv: list[str], cwd: str | None = None, env: dict | None = None) -> RunResult:
         prefix = f"cd {q(cwd)} && " if cwd else ""

@@ -19,6 +19,7 @@ The sync service maps device paths the same way on the host side.
 
 Fault injection: `drop_after_push_bytes=N` closes the TCP connection (no CLSE, like a cable
 pulled) once N bytes of file data have arrived through sync SEND; it fires once.
+`corrupt_next_push=True` flips the first byte of the next file pushed and still reports success.
 
 Run standalone:  python tests/devices/adb_device.py --rootfs DIR --state DIR --port 5599
 """
@@ -233,6 +234,7 @@ class AdbDevice:
         self.sysbin.mkdir(parents=True, exist_ok=True)
         prepare_rootfs(self.rootfs)
         self.drop_after_push_bytes = drop_after_push_bytes
+        self.corrupt_next_push = False
         self.push_bytes = 0
         self.drops = 0
         self.configure(abi=abi, abilist=abilist, free_kb=free_kb)
@@ -407,6 +409,9 @@ class AdbDevice:
                 break
             data = s.read_exact(n)
             self.push_bytes += n
+            if self.corrupt_next_push and data:
+                self.corrupt_next_push = False
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
             if f is not None and err is None:
                 f.write(data)
             limit = self.drop_after_push_bytes

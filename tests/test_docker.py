@@ -113,14 +113,15 @@ def test_doctor_json():
 @pytest.mark.slow
 def test_second_build_does_no_work(images):
     t0 = time.monotonic()
-    p = toolkit("images", "build", "--kind", "trainer", "--kind", "converter", "--target", TARGET, "--json")
+    p = toolkit("images", "build", "--kind", "trainer", "--kind", "converter", "--target", TARGET)
+    secs = time.monotonic() - t0
     assert p.returncode == 0, p.stderr[-2000:]
-    res = json.loads(p.stdout)
-    assert [r["tag"] for r in res] == [r["tag"] for r in images]
-    assert not any(r["built"] for r in res)
-    assert "up to date, no build" in p.stderr and "0 built" in p.stderr, p.stderr
-    assert "Step " not in p.stderr
-    assert time.monotonic() - t0 < 60
+    for r in images:
+        assert f"{r['tag']}: up to date, no build" in p.stderr, p.stderr
+        assert r["tag"] in p.stdout and "up to date (no build)" in p.stdout
+    assert "0 built, 2 up to date (no build work)" in p.stderr, p.stderr
+    assert "Step " not in p.stderr and "building" not in p.stderr
+    assert secs < 60, secs
 
 
 @pytest.mark.slow
@@ -138,8 +139,13 @@ def test_failed_build_step_shows_the_log_tail(engine):
     """The runtime image builds up to the Paddle Lite download (its toolchain included), then
     fails there: no GitHub from here. The error names the step and shows the log's tail."""
     p = toolkit("images", "build", "--kind", "runtime", "--target", "linux-arm64", "--runtime-sha256", "linux-arm64=" + "0" * 64, timeout=1800)
-    assert_clean_failure(p, "failed at Step", "LITE_ARCHIVE")
-    assert "curl" in p.stderr
+    assert p.returncode != 0 and "Traceback" not in p.stderr + p.stdout
+    # Step lines are progress; from the error line on, the message is short and to the point.
+    err = p.stderr[p.stderr.index("error: "):]
+    assert len(err.strip().splitlines()) <= 12, err
+    assert "failed at Step" in err and "LITE_ARCHIVE" in err.splitlines()[0], err
+    assert "hint: last lines of the build log" in err and "curl" in err
+    assert "Could not resolve host" in err or "Failed to connect" in err, err
 
 
 @pytest.mark.slow
@@ -172,7 +178,8 @@ def test_docker_runner_matches_local(images, tmp_path):
     data = tmp_path / "data"
     p = toolkit("data", "synth", "--out", data, "--det-train", "4", "--det-eval", "4", "--rec-train", "16", "--rec-eval", "16", "--seed", "3")
     assert p.returncode == 0, p.stderr
-    common = ["run", "--target", TARGET, "--data", data, "--steps", "2", "--batch-size", "2", "--max-drop", "100", "--json"]
+    # --no-search: the per-layer float fallback search is the same code either way, and slow.
+    common = ["run", "--target", TARGET, "--data", data, "--steps", "2", "--batch-size", "2", "--max-drop", "100", "--no-search", "--json"]
     times = {}
     for runner in ("docker", "local"):
         t0 = time.monotonic()

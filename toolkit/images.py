@@ -19,6 +19,7 @@ import collections
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,7 @@ PADDLE = {"cpu": "paddlepaddle==2.6.2", "gpu": "paddlepaddle-gpu==2.6.2"}
 # Versions inside the trainer image (Debian bookworm's python3).
 TRAINER_PY = "3.11"
 LOG_TAIL = 15
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 Log = Callable[[str], None]
 
@@ -365,9 +367,11 @@ def build(client, spec: ImageSpec, base_ref: str, log: Log, force: bool = False)
         with open(logfile, "w") as lf:
             for chunk in stream:
                 # "stream" chunks are pieces of the output, not always whole lines.
+                # The legacy builder wraps RUN's stderr in colour codes, character by character.
+                # (so an escape sequence can be split between two chunks: stripped from whole lines).
                 pending += (chunk.get("stream") or "") + (chunk["error"] + "\n" if "error" in chunk else "")
                 *lines, pending = pending.replace("\r", "\n").split("\n")
-                for line in lines:
+                for line in map(lambda ln: _ANSI.sub("", ln), lines):
                     lf.write(line + "\n")
                     if line.strip():
                         tail.append(line.strip()[:300])
@@ -389,9 +393,22 @@ def build(client, spec: ImageSpec, base_ref: str, log: Log, force: bool = False)
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     client.api.tag(tag, *spec.alias.split(":"))
+    _drop_older(client, spec, log)
     secs = round(time.monotonic() - t0, 1)
     log(f"{tag}: built in {secs:.0f}s")
     return {"kind": spec.kind, "tag": tag, "built": True, "seconds": secs}
+
+
+def _drop_older(client, spec: ImageSpec, log: Log) -> None:
+    """Untag earlier builds of the same image and variant, so stale gigabytes do not pile up."""
+    for img in client.images.list(name=spec.repo):
+        for t in img.tags:
+            if t.startswith(f"{spec.repo}:{spec.variant}-") and t != spec.tag:
+                try:
+                    client.images.remove(t)
+                    log(f"  removed the earlier build {t}")
+                except Exception:
+                    pass  # in use by a container: left alone
 
 
 def specs(opts: BuildOptions, targets: list[Target], kinds: list[str], trainer_variants: list[str]) -> list[ImageSpec]:

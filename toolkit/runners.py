@@ -254,6 +254,8 @@ class DockerRunner:
             cmd.append("--resume")
         if job.skip_bad_labels:
             cmd.append("--skip-bad-labels")
+        if hasattr(job, "max_drop"):  # the automatic float fallback (QuantJob.max_drop None: no search)
+            cmd += ["--no-search"] if job.max_drop is None else ["--max-drop", str(job.max_drop)]
         res = self._trainer(cmd, run, job.data_dir, [job.source], log, gpu=job.device == "gpu", what=f"quantize:{job.task}")
         return res[job.task]
 

@@ -52,7 +52,7 @@ def make_device(rootfs, adb_server, tmp_path):
     made = []
 
     def make(name="dev", **kw) -> AdbDevice:
-        dev = AdbDevice(rootfs, tmp_path / f"state-{name}", **kw).start()
+        dev = AdbDevice(rootfs, tmp_path / f"state-{name}", port=harness.device_port(), **kw).start()
         made.append(dev)
         adb_server.connect(dev)
         return dev
@@ -67,9 +67,16 @@ def tk(adb_server, *args):
     return toolkit(*args, env={k: adb_server.env[k] for k in ("HOME", "ANDROID_ADB_SERVER_PORT")}, timeout=300)
 
 
-def deploy_json(adb_server, *args) -> tuple[subprocess.CompletedProcess, dict]:
+def deploy_json(adb_server, *args, devices: tuple = ()) -> tuple[subprocess.CompletedProcess, dict]:
+    """`toolkit deploy --json ARGS`; for each emulated device given, the row for its serial must come
+    from that device (the emulator puts its port in the model name)."""
     p = tk(adb_server, "deploy", "--json", *args)
-    return p, (json.loads(p.stdout) if p.stdout.strip() else {})
+    res = json.loads(p.stdout) if p.stdout.strip() else {}
+    rows = {r["device"]: r for r in res.get("devices", [])}
+    for dev in devices:
+        facts = rows[f"adb:{dev.serial}"].get("facts") or {}
+        assert facts.get("model") == dev.model, (facts, dev.serial)
+    return p, res
 
 
 def installed(dev: AdbDevice) -> Path:
@@ -88,7 +95,8 @@ def test_push_skip_smoke_benchmark_report(tmp_path, runner, adb_server, make_dev
     dev = make_device()
     run = tmp_path / "run"
     make_bundle(run, "android-arm64", runner)
-    p, res = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial, "--smoke", "--bench", "--warmup", "1", "--repeats", "2")
+    p, res = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial, "--smoke", "--bench", "--warmup", "1", "--repeats", "2",
+                         devices=(dev,))
     assert p.returncode == 0, p.stderr
     (r,) = res["devices"]
     n_files = len(list((run / "bundle" / "android-arm64").rglob("*.*"))) + 1  # + runtime/bin/ppocr_runner
@@ -108,7 +116,7 @@ def test_push_skip_smoke_benchmark_report(tmp_path, runner, adb_server, make_dev
     # Second push, one model changed: only it and the manifest travel; the rest is hard-linked on the device.
     pushed = dev.push_bytes
     make_bundle(run, "android-arm64", runner, {"models/rec.nb": b"rec-v2" * 100})
-    p, res = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial)
+    p, res = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial, devices=(dev,))
     assert p.returncode == 0, p.stderr
     (r2,) = res["devices"]
     assert (r2["sent"], r2["unchanged"]) == (2, n_files - 2) and r2["previous_release"] == r["release"]
@@ -155,7 +163,7 @@ def test_connection_dropped_mid_push_keeps_previous_bundle(tmp_path, runner, adb
     dev = make_device()
     run = tmp_path / "run"
     make_bundle(run, "android-arm64", runner)
-    p, first = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial)
+    p, first = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial, devices=(dev,))
     assert p.returncode == 0, p.stderr
     v1 = first["devices"][0]["release"]
     # v2 changes a 300 kB model; the device drops the connection 100 kB into it.
@@ -169,7 +177,7 @@ def test_connection_dropped_mid_push_keeps_previous_bundle(tmp_path, runner, adb
     # The retry completes; it (re)connects by itself (`adb connect`, after `adb disconnect` while adb still shows
     # the dropped device offline), which is made certain here by forgetting the device in the adb server.
     adb_server.adb("disconnect", dev.serial, check=False)
-    p, again = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial, "--smoke")
+    p, again = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial, "--smoke", devices=(dev,))
     assert p.returncode == 0, p.stderr
     r = again["devices"][0]
     assert r["status"] == "ok" and r["previous_release"] == v1 and r["smoke"]["ok"]
@@ -198,7 +206,7 @@ def test_spaces_and_shell_metacharacters(tmp_path, runner, adb_server, make_devi
     name = f"models/rec {NASTY}.nb"
     make_bundle(run, "android-arm64", runner, {name: b"rec" * 50, f"dict/{NASTY}.txt": b"x\n"},
                 config={"det": {"model": "models/det.nb"}, "rec": {"model": name}})
-    p, res = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial, "--smoke")
+    p, res = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial, "--smoke", devices=(dev,))
     assert p.returncode == 0, p.stderr
     r = res["devices"][0]
     assert r["smoke"]["result"]["models"]["rec"] == {**r["smoke"]["result"]["models"]["rec"], "path": name, "bytes": 150}
@@ -215,7 +223,7 @@ def test_three_devices_in_parallel(tmp_path, runner, adb_server, make_device):
     run = tmp_path / "run"
     make_bundle(run, "android-arm64", runner)
     args = [a for d in devs for a in ("--serial", d.serial)]
-    p, res = deploy_json(adb_server, "--run-dir", run, *args, "--bench", "--warmup", "0", "--repeats", "1")
+    p, res = deploy_json(adb_server, "--run-dir", run, *args, "--bench", "--warmup", "0", "--repeats", "1", devices=tuple(devs))
     assert p.returncode == 0, p.stderr
     assert sorted(r["device"] for r in res["devices"]) == sorted(f"adb:{d.serial}" for d in devs)
     assert all(r["status"] == "ok" and r["benchmark"]["ok"] for r in res["devices"])

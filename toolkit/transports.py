@@ -285,6 +285,20 @@ class AdbTransport(RemoteTransport):
         except subprocess.TimeoutExpired:
             raise ToolkitError(f"{self.name}: `adb {args[0]}` timed out", hint="check the device (adb devices -l)") from None
 
+    # What the adb client prints when the device is not there at all: the command never reached it.
+    _UNREACHED = re.compile(r"^(adb: )?error: (device offline|device '.*' not found|device not found|no devices)", re.M)
+
+    def _adb_device(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """An adb command for the device; when adb says the device is not there (a network device
+        that dropped and is being reconnected), reconnect and try once more: nothing ran yet."""
+        self.ensure_connected()
+        r = self._adb(*args, timeout=timeout)
+        if r.returncode != 0 and self._UNREACHED.search(r.stderr + r.stdout):
+            self._ready = False
+            self.ensure_connected()
+            r = self._adb(*args, timeout=timeout)
+        return r
+
     def _state(self) -> str:
         return self._adb("get-state", timeout=30).stdout.strip()
 
@@ -310,8 +324,7 @@ class AdbTransport(RemoteTransport):
     def shell(self, command: str, timeout: float | None = None) -> RunResult:
         """One command for the device's sh. The exit status is printed after it (the legacy shell
         protocol does not carry one; shell v2 does, but both then read the same)."""
-        self.ensure_connected()
-        r = self._adb("shell", f"{command}\nprintf '\\n{RC_MARK}%d\\n' $?", timeout=timeout)
+        r = self._adb_device("shell", f"{command}\nprintf '\\n{RC_MARK}%d\\n' $?", timeout=timeout)
         out, mark, rc = r.stdout.rpartition(f"\n{RC_MARK}")
         if not mark:
             self._ready = False
@@ -319,8 +332,7 @@ class AdbTransport(RemoteTransport):
         return RunResult(int(rc.strip() or 255), out, r.stderr)
 
     def push_dir(self, local: Path, remote: str) -> None:
-        self.ensure_connected()
-        r = self._adb("push", str(local), remote)
+        r = self._adb_device("push", str(local), remote)
         if r.returncode != 0:
             self._ready = False
             lines = [ln.strip() for ln in (r.stderr + "\n" + r.stdout).replace("\r", "\n").splitlines() if ln.strip()]

@@ -227,7 +227,14 @@ class AdbDevice:
                  abilist: list[str] | None = None, free_kb: int = 8 * 1024 * 1024, model: str = "toolkit_emu",
                  drop_after_push_bytes: int | None = None):
         self.rootfs, self.state = Path(rootfs), Path(state)
-        self.model, self.product = model, model
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", port))
+        self.server.listen(8)
+        self.port = self.server.getsockname()[1]
+        self.serial = f"127.0.0.1:{self.port}"
+        # The model names the port, so a test can tell which emulated device answered.
+        self.model = self.product = f"{model}_{self.port}"
         self.data_dir = self.state / "data"
         self.sysbin = self.state / "system" / "bin"
         (self.data_dir / "local" / "tmp").mkdir(parents=True, exist_ok=True)
@@ -238,12 +245,6 @@ class AdbDevice:
         self.push_bytes = 0
         self.drops = 0
         self.configure(abi=abi, abilist=abilist, free_kb=free_kb)
-        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind(("127.0.0.1", port))
-        self.server.listen(8)
-        self.port = self.server.getsockname()[1]
-        self.serial = f"127.0.0.1:{self.port}"
         self.connections: list[Connection] = []
         self._stop = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -279,10 +280,11 @@ class AdbDevice:
 
     def stop(self) -> None:
         self._stop = True
-        try:
-            self.server.close()
+        try:  # shutdown first: a bare close() leaves the blocked accept() taking one more connection
+            self.server.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self.server.close()
         for c in self.connections:
             c.drop()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -82,10 +83,22 @@ def build_runner(out_dir: Path) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_next_port = [20000 + random.randrange(0, 8000, 20)]
+
+
+def device_port() -> int:
+    """A port for an emulated device (or the adb server, sshd): below Linux's ephemeral range (32768+) and never reused in a
+    session, so a stopped device's port cannot come back as another device's, and no outgoing
+    connection's local port can collide with it."""
+    while True:
+        port = _next_port[0]
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
 
 
 def make_bundle(run_root: Path, target: str, runner: Path, files: dict[str, bytes] | None = None, config: dict | None = None) -> Path:
@@ -120,7 +133,7 @@ class AdbServer:
 
     def __init__(self, home: Path):
         home.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "HOME": str(home), "ANDROID_ADB_SERVER_PORT": str(free_port())}
+        self.env = {**os.environ, "HOME": str(home), "ANDROID_ADB_SERVER_PORT": str(device_port())}
         self.adb("start-server")
 
     def adb(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -132,9 +145,10 @@ class AdbServer:
     def connect(self, dev: AdbDevice) -> None:
         self.adb("connect", dev.serial)
         deadline = time.monotonic() + 20
-        while self.adb("-s", dev.serial, "get-state", check=False).stdout.strip() != "device":
+        while (self.adb("-s", dev.serial, "get-state", check=False).stdout.strip() != "device"
+               or self.adb("-s", dev.serial, "shell", "getprop ro.product.model", check=False).stdout.strip() != dev.model):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{dev.serial} did not come online")
+                raise RuntimeError(f"{dev.serial} did not come online as {dev.model}")
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -149,7 +163,7 @@ class Sshd:
 
     def __init__(self, rootfs: Path, work: Path):
         work.mkdir(parents=True, exist_ok=True)
-        self.work, self.port = work, free_port()
+        self.work, self.port = work, device_port()
         self.private = work / "opt"
         self.private.mkdir()
         for name in ("host_key", "client_key"):

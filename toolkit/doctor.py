@@ -96,7 +96,8 @@ def checks(targets: list[Target]) -> list[dict]:
         ok = (rt / "bin").is_dir()
         what = "the NDK and the Paddle Lite archive" if t.runtime.toolchain.kind == "ndk" else "the Paddle Lite archive"
         fix = (f"`toolkit images build --kind runtime --target {t.name}` (needs internet for {what}"
-               + ("" if t.runtime.sha256 else ", and --runtime-sha256 since targets/" + t.name + ".yaml pins none") + ")")
+               + ("" if t.runtime.sha256 else f", --runtime-sha256 {t.name}=SHA256 since targets/{t.name}.yaml pins none")
+               + (", --ndk-sha256 SHA256" if t.runtime.toolchain.kind == "ndk" else "") + ")")
         out.append(_check(f"runtime {t.name}", ok, str(rt) + (" built" if ok else " not built: bundles go without a runner"), fix))
     return out
 

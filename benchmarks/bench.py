@@ -9,6 +9,9 @@
    that x86 int8 path on part of the eval set next to the float and fake-quant accuracy.
 4. End-to-end time of the main job and of each stage, from the run's report.json
    (`make demo` writes runs/demo; pass --e2e to run it here first).
+5. Accuracy search: rec with every layer quantized (the calibrated model before QAT, and with
+   --naive a full QAT run with --no-search) next to the automatic float fallback's result,
+   and how long `toolkit analyze` takes per task on this CPU.
 
 Figures are measured, never asserted: step times vary +-30% between runs on a shared
 2-core machine, so compare columns of one run.
@@ -131,12 +134,34 @@ def inference(run_dir: Path, repeat: int, subset: dict) -> dict:
     return out
 
 
+def accuracy_search(run_dir: Path, report: dict, data_dir: Path, naive: bool) -> dict:
+    """The search's record from quant/rec/qat.json, `toolkit analyze` timings, optionally a naive QAT."""
+    toolkit = str(Path(sys.executable).with_name("toolkit"))
+    search = json.loads((run_dir / "quant" / "rec" / "qat.json").read_text())["search"]
+    out = {"naive_calibrated_drop": search["naive_drop_points"], "search_final_drop": search["final_drop_points"],
+           "eval_drop": report["metrics"]["rec"]["drop_points"], "float_layers": search["float_layers"],
+           "float_extra_kb": search["float_extra_bytes"] / 1e3, "analyze_s": {}}
+    for task in ("det", "rec"):
+        subprocess.run([toolkit, "analyze", "--tasks", task, "--run-dir", str(run_dir), "--data", str(data_dir), "--json"],
+                       check=True, stdout=subprocess.DEVNULL)
+        a = json.loads((run_dir / "analyze" / task / "sensitivity.json").read_text())
+        out["analyze_s"][task] = {"layers": a["layers"], **a["seconds"]}
+    if naive:
+        with tempfile.TemporaryDirectory() as tmp:
+            for args in (["quantize", "--no-search"], ["export"], ["evaluate", "--max-drop", "100", "--json"]):
+                proc = subprocess.run([toolkit, *args, "--tasks", "rec", "--run-dir", tmp, *(["--data", str(data_dir)] if args[0] != "export" else [])],
+                                      check=True, capture_output=True, text=True)
+            out["naive_qat_eval_drop"] = json.loads(proc.stdout)["rec"]["drop_points"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", type=Path, default=REPO / "runs" / "demo")
     ap.add_argument("--e2e", action="store_true", help="run the main job (make demo's command) into --run-dir first")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--naive", action="store_true", help="also QAT rec with every layer quantized (--no-search): ~5 more minutes")
     args = ap.parse_args()
     if args.e2e or not (args.run_dir / "report.json").exists():
         toolkit = Path(sys.executable).with_name("toolkit")
@@ -146,7 +171,8 @@ def main() -> None:
     data_dir = Path(json.loads((args.run_dir / "run.json").read_text())["data_dir"])
     res = {"steps": step_times(data_dir, args.repeat), "opt_s": opt_times(args.run_dir),
            "inference": inference(args.run_dir, max(args.repeat * 2, 10), {"det": 20, "rec": 100}),
-           "e2e": {"total_s": report["timings"].get("total"), "stages_s": report["timings"]}}
+           "e2e": {"total_s": report["timings"].get("total"), "stages_s": report["timings"]},
+           "search": accuracy_search(args.run_dir, report, data_dir, args.naive)}
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     print(f"\nBenchmarks on this machine ({__import__('os').cpu_count()} cores), run dir {args.run_dir}\n")
@@ -166,6 +192,14 @@ def main() -> None:
     print("\n4. main job end to end (report.json)        seconds")
     for k, v in res["e2e"]["stages_s"].items():
         print(f"   {k:<41}{v:>7.1f}")
+    s = res["search"]
+    print("\n5. rec accuracy (line acc, points of drop)   every layer int8          automatic float fallback")
+    print(f"   held-out search set, before QAT           {s['naive_calibrated_drop']:>6.2f}                    {s['search_final_drop']:>6.2f} (after QAT)")
+    naive = f"{s['naive_qat_eval_drop']:>6.2f}" if s.get("naive_qat_eval_drop") is not None else "   n/a (--naive)"
+    print(f"   eval split, after QAT                     {naive}                    {s['eval_drop']:>6.2f}")
+    print(f"   layers kept float: {len(s['float_layers'])} ({s['float_extra_kb']:.1f} kB more .nb): {', '.join(s['float_layers'])}")
+    for t, a in s["analyze_s"].items():
+        print(f"   toolkit analyze {t}: {a['layers']} layers in {a['total']:.0f} s ({a['per_layer']:.2f} s per layer, {a['prepare']:.0f} s to prepare)")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,12 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets: synthesise and chec
 app.add_typer(targets_app, name="targets")
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+images_app = typer.Typer(no_args_is_help=True, help="Docker images: trainer, converter, runtime (docker/).")
+app.add_typer(images_app, name="images")
 
 RUN_DIR = typer.Option(Path("runs/default"), "--run-dir", help="Run directory shared by all stages.")
+RUNNER = typer.Option(os.environ.get("TOOLKIT_RUNNER", "local"), "--runner",
+                      help="local, docker (each stage in its container) or auto (docker when an engine answers); default $TOOLKIT_RUNNER or local.")
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 TASKS = typer.Option("det,rec", "--tasks", help="Which models: det, rec or det,rec.")
 
@@ -131,6 +135,18 @@ def _data_dir(run_dir: Path, data: Path | None) -> Path:
     return Path(data)
 
 
+_RUNNERS: dict = {}
+
+
+def _runner(name: str, ui: "UI"):
+    """The stage runner (toolkit/runners.py), one per command."""
+    if name not in _RUNNERS:
+        from toolkit.runners import get_runner
+
+        _RUNNERS[name] = get_runner(name, ui.log)
+    return _RUNNERS[name]
+
+
 def _skip_layers(items: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for item in items:
@@ -221,7 +237,10 @@ QUANT_OPTS = dict(
     pact=typer.Option(None, "--pact/--no-pact", help="PACT activation clipping during QAT."),
     resume=typer.Option(False, "--resume", help="Continue an interrupted QAT from its last checkpoint."),
     device=typer.Option("cpu", "--device", help="cpu or gpu."),
+    search=typer.Option(True, "--search/--no-search", help="Keep the most harmful layers float, one by one, until the drop is within --max-drop "
+                        "(measured on held-out training samples); --no-search quantizes every layer not skipped by hand."),
 )
+MAX_DROP = typer.Option(1.0, "--max-drop", help="Allowed accuracy drop in points (hmean / line accuracy).")
 SRC_OPTS = dict(
     det=typer.Option(None, "--det", help="det model: zoo:NAME, an inference model dir, or a PaddleOCR config .yml."),
     rec=typer.Option(None, "--rec", help="rec model: zoo:NAME, an inference model dir, or a PaddleOCR config .yml."),
@@ -237,7 +256,8 @@ def quantize(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] =
              method: str = QUANT_OPTS["method"], steps: Optional[int] = QUANT_OPTS["steps"], batch_size: Optional[int] = QUANT_OPTS["batch_size"],
              lr: Optional[float] = QUANT_OPTS["lr"], skip_layer: List[str] = QUANT_OPTS["skip_layer"], pact: Optional[bool] = QUANT_OPTS["pact"],
              resume: bool = QUANT_OPTS["resume"], device: str = QUANT_OPTS["device"], seed: int = 0,
-             skip_bad_labels: bool = typer.Option(False, "--skip-bad-labels"), as_json: bool = JSON):
+             search: bool = QUANT_OPTS["search"], max_drop: float = MAX_DROP,
+             skip_bad_labels: bool = typer.Option(False, "--skip-bad-labels"), runner: str = RUNNER, as_json: bool = JSON):
     """Quantization-aware training (or PTQ) of det and/or rec."""
     from toolkit.quantize import QuantJob, quantize as run_quantize
     from toolkit.rundir import RunDir
@@ -252,13 +272,13 @@ def quantize(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] =
     for t in ts:
         job = QuantJob(task=t, source=sources[t], data_dir=data_dir, method=method, steps=steps, batch_size=batch_size,
                        learning_rate=lr, skip_layers=skips.get(t, []), pact=pact, resume=resume, seed=seed, device=device,
-                       skip_bad_labels=skip_bad_labels)
-        out[t] = run_quantize(job, run, progress=ui.progress(f"{method.upper()} {t}"), log=ui.log)
+                       skip_bad_labels=skip_bad_labels, max_drop=max_drop if search and method == "qat" else None)
+        out[t] = _runner(runner, ui).quantize(job, run, progress=ui.progress(f"{method.upper()} {t}"), log=ui.log)
     emit(out, as_json, "\n".join(f"{t}: {r['method']} {'(up to date)' if r.get('skipped') else 'done'}" for t, r in out.items()))
 
 
 @app.command()
-def export(run_dir: Path = RUN_DIR, tasks: str = TASKS, as_json: bool = JSON):
+def export(run_dir: Path = RUN_DIR, tasks: str = TASKS, runner: str = RUNNER, as_json: bool = JSON):
     """Export the float baseline and the quantized inference models."""
     from toolkit.export import ExportJob, export as run_export
     from toolkit.rundir import RunDir
@@ -267,19 +287,19 @@ def export(run_dir: Path = RUN_DIR, tasks: str = TASKS, as_json: bool = JSON):
     ts = _tasks(tasks)
     run = RunDir(run_dir)
     sources = _sources(run_dir, ts, None, None, [], [])
-    out = {t: run_export(ExportJob(t, sources[t]), run, ui.log) for t in ts}
+    out = {t: _runner(runner, ui).export(ExportJob(t, sources[t]), run, ui.log) for t in ts}
     emit(out, as_json, "\n".join(f"{t}: {r['float_dir']}  {r['quant_dir']}" for t, r in out.items()))
 
 
 @app.command()
 def convert(run_dir: Path = RUN_DIR, tasks: str = TASKS, target: Optional[List[str]] = typer.Option(None, "--target"),
-            all_targets: bool = typer.Option(False, "--all-targets"), as_json: bool = JSON):
+            all_targets: bool = typer.Option(False, "--all-targets"), runner: str = RUNNER, as_json: bool = JSON):
     """Convert to Paddle Lite .nb for each target (and the x86 equivalence check)."""
     from toolkit.convert import ConvertJob, convert as run_convert
     from toolkit.rundir import RunDir
 
     ui = UI(as_json)
-    res = run_convert(ConvertJob(_targets(target, all_targets), _tasks(tasks)), RunDir(run_dir), ui.log)
+    res = _runner(runner, ui).convert(ConvertJob(_targets(target, all_targets), _tasks(tasks)), RunDir(run_dir), ui.log)
     lines = []
     for name, r in res["targets"].items():
         for t in _tasks(tasks):
@@ -289,10 +309,39 @@ def convert(run_dir: Path = RUN_DIR, tasks: str = TASKS, target: Optional[List[s
 
 
 @app.command()
+def analyze(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] = typer.Option(None, "--data"),
+            det: Optional[str] = SRC_OPTS["det"], rec: Optional[str] = SRC_OPTS["rec"],
+            det_o: List[str] = SRC_OPTS["det_o"], rec_o: List[str] = SRC_OPTS["rec_o"],
+            probe: Optional[int] = typer.Option(None, "--probe", help="Samples per layer measurement (default: the config's Quant.probe_samples)."),
+            skip_bad_labels: bool = typer.Option(False, "--skip-bad-labels"), as_json: bool = JSON):
+    """Per-layer quantization sensitivity: quantize one layer at a time, rank by output error, and show
+    how the task metric recovers as the top-ranked layers stay float."""
+    from toolkit.rundir import RunDir
+    from toolkit.sensitivity import AnalyzeJob, analyze as run_analyze
+
+    ui = UI(as_json)
+    ts = _tasks(tasks)
+    sources = _sources(run_dir, ts, det, rec, det_o, rec_o)
+    data_dir = _data_dir(run_dir, data)
+    out = {t: run_analyze(AnalyzeJob(t, sources[t], data_dir, probe=probe, skip_bad_labels=skip_bad_labels), RunDir(run_dir),
+                          progress=ui.progress(f"sensitivity {t}"), log=ui.log) for t in ts}
+    emit(out, as_json, "\n".join(_sensitivity_table(t, r) for t, r in out.items()))
+
+
+def _sensitivity_table(task: str, r: dict) -> str:
+    lines = [f"{task}: {r['layers']} quantizable layers, {r['search_samples']} held-out samples; float {r['float_metric']:.4f}, "
+             f"every layer quantized {r['full_quant_metric']:.4f} (drop {r['full_quant_drop_points']:.2f} points); {r['seconds']['total']:.0f} s",
+             "  rank  output error  layer"]
+    lines += [f"  {x['rank']:>4}  {x['error']:>12.5f}  {x['layer']}" for x in r["top"]]
+    lines += ["  float layers -> drop: " + ", ".join(f"top {c['float_layers']}: {c['drop_points']:.2f}" for c in r["top_k_curve"])]
+    return "\n".join(lines)
+
+
+@app.command()
 def evaluate(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] = typer.Option(None, "--data"),
              max_drop: float = typer.Option(1.0, "--max-drop", help="Allowed drop in points of det hmean / rec accuracy."),
              limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N samples."),
-             skip_bad_labels: bool = typer.Option(False, "--skip-bad-labels"), as_json: bool = JSON):
+             skip_bad_labels: bool = typer.Option(False, "--skip-bad-labels"), runner: str = RUNNER, as_json: bool = JSON):
     """Float vs quantized on the eval split with Paddle Inference."""
     from toolkit.evaluate import EvalJob, evaluate as run_evaluate
     from toolkit.rundir import RunDir
@@ -300,7 +349,7 @@ def evaluate(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] =
     ui = UI(as_json)
     ts = _tasks(tasks)
     sources = _sources(run_dir, ts, None, None, [], [])
-    res = run_evaluate(EvalJob(sources, _data_dir(run_dir, data), ts, max_drop, skip_bad_labels=skip_bad_labels, limit=limit), RunDir(run_dir), ui.log)
+    res = _runner(runner, ui).evaluate(EvalJob(sources, _data_dir(run_dir, data), ts, max_drop, skip_bad_labels=skip_bad_labels, limit=limit), RunDir(run_dir), ui.log)
     emit(res, as_json, _metrics_table(res))
 
 
@@ -328,16 +377,69 @@ def bundle(run_dir: Path = RUN_DIR, tasks: str = TASKS, target: Optional[List[st
     emit(res, as_json, "\n".join(f"{n}: {r['path']} ({r['files']} files)" for n, r in res.items()))
 
 
+SSH_OPTS = {
+    "key": typer.Option(None, "--ssh-key", help="ssh: private key file (key authentication only; or TOOLKIT_SSH_KEY)."),
+    "known_hosts": typer.Option(None, "--known-hosts", help="ssh: known_hosts file to check host keys against (or TOOLKIT_SSH_KNOWN_HOSTS)."),
+    "accept_new": typer.Option(False, "--accept-new-host-keys", help="ssh: trust and record a host key seen for the first time."),
+}
+
+
+def _ssh_options(key: Optional[Path], known_hosts: Optional[Path], accept_new: bool) -> dict:
+    return {"identity": str(key) if key else None, "known_hosts": str(known_hosts) if known_hosts else None, "accept_new_host_keys": accept_new}
+
+
 @app.command()
-def deploy(target: str = typer.Option("android-arm64", "--target"), device: str = typer.Option(..., "--device", help="dir:PATH"),
-           run_dir: Path = RUN_DIR, as_json: bool = JSON):
-    """Install the target's bundle on a device atomically (the previous one keeps working on failure)."""
-    from toolkit.deploy import DeployJob, deploy as run_deploy
+def deploy(target: str = typer.Option("android-arm64", "--target"),
+           device: Optional[List[str]] = typer.Option(None, "--device", help="adb:SERIAL, ssh:user@host[:port] or dir:PATH; repeat for several."),
+           serial: Optional[List[str]] = typer.Option(None, "--serial", help="A device serial (adb) or user@host[:port] (ssh) for the target's transport."),
+           all_devices: bool = typer.Option(False, "--all-devices", help="Every adb device online."),
+           smoke: bool = typer.Option(False, "--smoke", help="After installing, run the bundle's smoke command on the device."),
+           bench: bool = typer.Option(False, "--bench", help="After installing, benchmark with the target's threads and power mode."),
+           warmup: int = typer.Option(2, "--warmup", min=0), repeats: int = typer.Option(10, "--repeats", min=1),
+           ssh_key: Optional[Path] = SSH_OPTS["key"], known_hosts: Optional[Path] = SSH_OPTS["known_hosts"],
+           accept_new_host_keys: bool = SSH_OPTS["accept_new"], run_dir: Path = RUN_DIR, as_json: bool = JSON):
+    """Install the target's bundle on devices atomically (the previous one keeps working on failure), in parallel."""
+    from toolkit.deploy import DeployJob, deploy_devices, resolve_devices
     from toolkit.rundir import RunDir
     from toolkit.targets import get_target
 
-    res = run_deploy(DeployJob(get_target(target), device), RunDir(run_dir))
-    emit(res, as_json, f"{res['device']}: release {res['release']} ({res['sent']} files sent, {res['unchanged']} unchanged) -> {res['path']}")
+    ui = UI(as_json)
+    t = get_target(target)
+    devices = resolve_devices(t, device or [], serial or [], all_devices)
+    job = DeployJob(t, "", smoke, bench, warmup, repeats, _ssh_options(ssh_key, known_hosts, accept_new_host_keys))
+    res = deploy_devices(job, devices, RunDir(run_dir), ui.log)
+    emit(res, as_json, _deploy_table(res))
+    failed = [r for r in res["devices"] if r["status"] != "ok"]
+    if failed:
+        first = failed[0]
+        raise ToolkitError(f"deploy failed on {len(failed)} of {len(res['devices'])} device(s): {first['error']}", hint=first.get("hint"))
+
+
+def _deploy_table(res: dict) -> str:
+    rows = [("device", "status", "release", "sent", "unchanged", "smoke", "bench total ms", "")]
+    for r in res["devices"]:
+        bench = (r.get("benchmark") or {}).get("result", {}).get("timings_ms", {}).get("total")
+        smoke = r.get("smoke")
+        rows.append((r["device"], r["status"], r.get("release") or "-", str(r.get("sent", "-")), str(r.get("unchanged", "-")),
+                     "-" if smoke is None else ("ok" if smoke["ok"] else f"exit {smoke['returncode']}" if smoke["returncode"] else "no result"),
+                     "-" if bench is None else f"{bench:.1f}", (r.get("error") or "").removeprefix(f"{r['device']}: ")[:90]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+@app.command()
+def devices(device: Optional[List[str]] = typer.Option(None, "--device", help="Also probe these (ssh:user@host[:port], adb:SERIAL)."),
+            ssh_key: Optional[Path] = SSH_OPTS["key"], known_hosts: Optional[Path] = SSH_OPTS["known_hosts"],
+            accept_new_host_keys: bool = SSH_OPTS["accept_new"], as_json: bool = JSON):
+    """Connected adb devices (and any --device named), their ABIs and the targets that accept them."""
+    from toolkit.deploy import list_devices
+    from toolkit.targets import list_targets
+
+    rows = list_devices(list_targets(), device or [], _ssh_options(ssh_key, known_hosts, accept_new_host_keys))
+    table = [("device", "state", "model", "abi", "targets")] + [
+        (r["device"], r["state"], r.get("model") or "-", ",".join(r["abis"]) or "-", ",".join(r["targets"]) or r.get("error", "none")) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    emit(rows, as_json, "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table) if rows else "no devices")
 
 
 @app.command("run")
@@ -349,10 +451,10 @@ def run_cmd(target: Optional[List[str]] = typer.Option(None, "--target", help="R
             method: str = QUANT_OPTS["method"], steps: Optional[int] = QUANT_OPTS["steps"], batch_size: Optional[int] = QUANT_OPTS["batch_size"],
             lr: Optional[float] = QUANT_OPTS["lr"], skip_layer: List[str] = QUANT_OPTS["skip_layer"], pact: Optional[bool] = QUANT_OPTS["pact"],
             resume: bool = QUANT_OPTS["resume"], device: str = QUANT_OPTS["device"], seed: int = 0,
-            max_drop: float = typer.Option(1.0, "--max-drop", help="Allowed drop in points; exceeded -> non-zero exit."),
+            search: bool = QUANT_OPTS["search"], max_drop: float = MAX_DROP,
             skip_bad_labels: bool = typer.Option(False, "--skip-bad-labels"),
             deploy_to: Optional[str] = typer.Option(None, "--deploy", help="Also deploy the first target's bundle, e.g. dir:PATH."),
-            as_json: bool = JSON):
+            runner: str = RUNNER, as_json: bool = JSON):
     """Every stage for one or more targets: quantize, export, convert, evaluate, bundle (and deploy)."""
     from toolkit.pipeline import RunJob, run_all
     from toolkit.rundir import RunDir
@@ -364,7 +466,7 @@ def run_cmd(target: Optional[List[str]] = typer.Option(None, "--target", help="R
     sources = _sources(run_dir, ts, det, rec, det_o, rec_o)
     job = RunJob(targets=targets, sources=sources, data_dir=data, tasks=ts, method=method, steps=steps, batch_size=batch_size,
                  learning_rate=lr, skip_layers=_skip_layers(skip_layer), pact=pact, resume=resume, seed=seed, device=device,
-                 max_drop=max_drop, skip_bad_labels=skip_bad_labels)
+                 max_drop=max_drop, search=search, skip_bad_labels=skip_bad_labels, runner=runner)
     if data is not None:
         _data_dir(run_dir, data)
     else:
@@ -391,13 +493,57 @@ def run_cmd(target: Optional[List[str]] = typer.Option(None, "--target", help="R
 @app.command()
 def report(run_dir: Path = RUN_DIR, tasks: str = TASKS, target: Optional[List[str]] = typer.Option(None, "--target"),
            all_targets: bool = typer.Option(True, "--all-targets/--no-all-targets"), as_json: bool = JSON):
-    """Rebuild report.json from what the stages recorded."""
+    """Rebuild report.json and report.html from what the stages recorded."""
     from toolkit import report as reportmod
     from toolkit.rundir import RunDir
 
     run = RunDir(run_dir)
     rep = reportmod.write_report(run, _targets(target, all_targets and not target), _tasks(tasks), {}, sys.argv, None)
     emit(rep, as_json, f"wrote {run.report_path()}")
+
+
+# ------------------------------------------------------------------ containers
+@images_app.command("build")
+def images_build(target: Optional[List[str]] = typer.Option(None, "--target", help="Targets whose converter/runtime images to build (default android-arm64)."),
+                 all_targets: bool = typer.Option(False, "--all-targets"),
+                 kind: Optional[List[str]] = typer.Option(None, "--kind", help="trainer, converter, runtime; repeat (default trainer and converter)."),
+                 gpu: bool = typer.Option(False, "--gpu", help="Also the GPU trainer (paddlepaddle-gpu, CUDA)."),
+                 base_image: Optional[str] = typer.Option(None, "--base-image", help="A local Debian bookworm image; default: made with debootstrap."),
+                 pip_index_url: str = typer.Option("https://pypi.org/simple", "--pip-index-url"),
+                 pip_extra_index_url: str = typer.Option("", "--pip-extra-index-url"),
+                 wheelhouse: bool = typer.Option(True, "--wheelhouse/--no-wheelhouse", help="Pre-download wheels with the host's pip (else the image's pip uses the index)."),
+                 ca_cert: Optional[List[Path]] = typer.Option(None, "--ca-cert", help="Extra CA certificates (PEM) trusted in the images, e.g. a TLS-intercepting proxy's."),
+                 apt_mirror: str = typer.Option("http://deb.debian.org/debian", "--apt-mirror"),
+                 python37_sha256: Optional[str] = typer.Option(None, "--python37-sha256", help="Build CPython 3.7 from python.org's source (when no local 3.7)."),
+                 runtime_sha256: Optional[List[str]] = typer.Option(None, "--runtime-sha256", help="TARGET=SHA256 of the Paddle Lite archive when the target pins none."),
+                 ndk_sha256: Optional[str] = typer.Option(None, "--ndk-sha256", help="sha256 of the Android NDK zip (android-* runtime images)."),
+                 force: bool = typer.Option(False, "--force", help="Rebuild even when the tag exists."), as_json: bool = JSON):
+    """Build the images (tagged by a hash of their inputs: unchanged images are not rebuilt)."""
+    from toolkit.images import BuildOptions, build_images
+
+    ui = UI(as_json)
+    shas = {}
+    for item in runtime_sha256 or []:
+        name, sep, sha = item.partition("=")
+        if not sep or len(sha) != 64:
+            raise ToolkitError(f"--runtime-sha256 {item}: expected TARGET=SHA256 (64 hex characters)")
+        shas[name] = sha.lower()
+    opts = BuildOptions(base_image=base_image, pip_index_url=pip_index_url, pip_extra_index_url=pip_extra_index_url, wheelhouse=wheelhouse,
+                        ca_certs=list(ca_cert or []), apt_mirror=apt_mirror, python37_sha256=python37_sha256, runtime_sha256=shas,
+                        ndk_sha256=ndk_sha256, force=force)
+    res = build_images(_targets(target, all_targets), list(kind or ["trainer", "converter"]), opts,
+                       trainer_variants=["cpu", "gpu"] if gpu else ["cpu"], log=ui.log)
+    emit(res, as_json, "\n".join(f"{r['tag']:<44} {'built in %.0fs' % r['seconds'] if r['built'] else 'up to date (no build)'}" for r in res))
+
+
+@app.command()
+def doctor(target: Optional[List[str]] = typer.Option(None, "--target"), as_json: bool = JSON):
+    """Engine, GPUs, adb, interpreters, converter environments, images: what is there and the fix for what is not."""
+    from toolkit.doctor import checks, render
+    from toolkit.targets import list_targets
+
+    rows = checks(_targets(target) if target else list_targets())
+    emit(rows, as_json, render(rows))
 
 
 def main() -> None:

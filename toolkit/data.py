@@ -142,8 +142,20 @@ class _Batches:
         return self._make(step)
 
 
-def training_batches(task: str, data_dir: Path, cfg: dict, settings: dict, seed: int, skip_bad: bool) -> _Batches:
+def _train_and_search(task: str, data_dir: Path, cfg: dict, settings: dict, skip_bad: bool) -> tuple[list, list]:
+    """The train split minus its last `search_samples` (at most a quarter), which QAT never
+    trains on: the float-fallback search measures accuracy on them, not on the eval split."""
     samples = load_split(task, data_dir, "train", cfg, skip_bad)
+    n = min(int(settings.get("search_samples") or 0), len(samples) // 4)
+    return (samples[:-n], samples[-n:]) if n else (samples, [])
+
+
+def search_samples(task: str, data_dir: Path, cfg: dict, settings: dict, skip_bad: bool) -> list:
+    return _train_and_search(task, data_dir, cfg, settings, skip_bad)[1]
+
+
+def training_batches(task: str, data_dir: Path, cfg: dict, settings: dict, seed: int, skip_bad: bool) -> _Batches:
+    samples = _train_and_search(task, data_dir, cfg, settings, skip_bad)[0]
     bs = int(settings.get("batch_size", 4))
     if task == "det":
         crop = int(settings.get("crop_size", 320))

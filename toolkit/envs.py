@@ -27,8 +27,15 @@ def converter_dir(lite_version: str) -> Path:
     return toolkit_home() / "envs" / f"paddlelite-{lite_version}"
 
 
+# Lite version -> a folder of stand-ins for the converter venv's programs. The Docker runner
+# (toolkit/runners.py) points it at programs that run opt in the converter image.
+CONVERTER_OVERRIDE: dict[str, Path] = {}
+
+
 def converter_bin(target: Target, name: str = "python") -> Path:
     """A program of the target's converter venv; a clear error when the venv is missing."""
+    if target.lite.version in CONVERTER_OVERRIDE:
+        return CONVERTER_OVERRIDE[target.lite.version] / name
     path = converter_dir(target.lite.version) / "bin" / name
     if not (path.parent.parent / ".ready").exists():
         raise ToolkitError(

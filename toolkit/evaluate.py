@@ -78,7 +78,7 @@ def infer(pred, x: np.ndarray) -> np.ndarray:
     return pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
 
 
-def _det_post(cfg: dict):
+def det_postprocess(cfg: dict):
     from ppocr.postprocess.db_postprocess import DBPostProcess
 
     pp = dict(cfg.get("PostProcess") or {})
@@ -90,7 +90,7 @@ def eval_det(models: dict[str, Path], samples, cfg: dict, threads: int) -> dict:
     """hmean/precision/recall per model, per-image boxes, and latency."""
     from ppocr.metrics.det_metric import DetMetric
 
-    post = _det_post(cfg)
+    post = det_postprocess(cfg)
     out: dict = {}
     for name, (model_dir, int8) in models.items():
         pred = predictor(model_dir, "det", int8, threads)
@@ -213,9 +213,9 @@ def _disagreements(task: str, samples, res: dict) -> list[dict]:
             if f != q:
                 out.append({"image": str(s.image), "label": s.text, "float": f, "quant": q})
     else:
-        for s, f, q in zip(samples, res["float"]["boxes"], res["quant"]["boxes"]):
+        for i, (s, f, q) in enumerate(zip(samples, res["float"]["boxes"], res["quant"]["boxes"])):
             if len(f) != len(q):
-                out.append({"image": str(s.image), "gt_boxes": len(s.polys), "float_boxes": len(f), "quant_boxes": len(q)})
+                out.append({"index": i, "image": str(s.image), "gt_boxes": len(s.polys), "float_boxes": len(f), "quant_boxes": len(q)})
     return out
 
 

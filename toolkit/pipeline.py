@@ -45,8 +45,10 @@ class RunJob:
     seed: int = 0
     device: str = "cpu"
     max_drop: float = 1.0
+    search: bool = True                 # automatic float fallback within max_drop during QAT
     skip_bad_labels: bool = False
     synth: dict = field(default_factory=lambda: dict(DEFAULT_SYNTH))
+    runner: str = "local"               # local | docker | auto (toolkit/runners.py)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -86,15 +88,19 @@ def run_all(job: RunJob, run: RunDir, ui) -> dict:
             ui.log(f"{name}: {'skipped (up to date)' if _all_skipped(out) else 'done'} in {timings[name]:.1f}s")
             return out
 
+        from toolkit.runners import get_runner
+
+        runner = get_runner(job.runner, ui.log)
         data_dir = timed("data", lambda: ensure_data(run, job.data_dir, job.synth, job.seed, ui.log))
         for task in job.tasks:
             qjob = QuantJob(task=task, source=job.sources[task], data_dir=data_dir, method=job.method, steps=job.steps,
                             batch_size=job.batch_size, learning_rate=job.learning_rate, skip_layers=job.skip_layers.get(task, []),
-                            pact=job.pact, resume=job.resume, seed=job.seed, device=job.device, skip_bad_labels=job.skip_bad_labels)
-            timed(f"quantize:{task}", lambda q=qjob: quantize(q, run, progress=ui.progress(f"QAT {task}"), log=None))
-            timed(f"export:{task}", lambda t=task: export(ExportJob(t, job.sources[t]), run))
-        timed("convert", lambda: convert(ConvertJob(job.targets, job.tasks), run))
-        timed("evaluate", lambda: evaluate(EvalJob(job.sources, data_dir, job.tasks, job.max_drop, skip_bad_labels=job.skip_bad_labels), run))
+                            pact=job.pact, resume=job.resume, seed=job.seed, device=job.device, skip_bad_labels=job.skip_bad_labels,
+                            max_drop=job.max_drop if job.search and job.method == "qat" else None)
+            timed(f"quantize:{task}", lambda q=qjob: runner.quantize(q, run, progress=ui.progress(f"QAT {task}"), log=None))
+            timed(f"export:{task}", lambda t=task: runner.export(ExportJob(t, job.sources[t]), run))
+        timed("convert", lambda: runner.convert(ConvertJob(job.targets, job.tasks), run))
+        timed("evaluate", lambda: runner.evaluate(EvalJob(job.sources, data_dir, job.tasks, job.max_drop, skip_bad_labels=job.skip_bad_labels), run))
         timed("bundle", lambda: bundle(BundleJob(job.targets, job.sources, data_dir, job.tasks, job.command), run))
     except ToolkitError as exc:
         error = exc

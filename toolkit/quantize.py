@@ -23,6 +23,7 @@ from typing import Callable
 
 
 from toolkit import data as datamod
+from toolkit import sensitivity as fallback
 from toolkit.errors import ToolkitError
 from toolkit.models import ModelSource, build_model, skip_quant_layers
 from toolkit.rundir import RunDir, atomic_write_json, stage_key
@@ -44,6 +45,7 @@ class QuantJob:
     seed: int = 0
     device: str = "cpu"                 # cpu | gpu
     skip_bad_labels: bool = False
+    max_drop: float | None = 1.0        # points; None: quantize every layer not in skip_layers (no search)
 
     def settings(self, cfg: dict) -> dict:
         """The effective quantization settings: config's Quant section overridden by flags."""
@@ -182,6 +184,16 @@ def _save_checkpoint(pd, model, opt, ckpt_dir: Path, step: int) -> None:
         old.with_suffix(".pdopt").unlink(missing_ok=True)
 
 
+def _search_cached(job: QuantJob, qdir: Path, compute: Callable[[], dict]) -> dict:
+    """The pre-training search result; `--resume` reuses it instead of measuring again."""
+    path = qdir / "search.json"
+    if job.resume and path.exists():
+        return json.loads(path.read_text())
+    result = compute()
+    atomic_write_json(path, result)
+    return result
+
+
 def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], None] | None = None) -> dict:
     """QAT for one task; writes quant/<task>/{ckpt/, train_log.jsonl, qat_final.pdparams, qat.json}."""
     from toolkit.engine import paddle
@@ -197,6 +209,10 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
     if float((loaded.config.get("Loss") or {}).get("distill_weight", 0.0)) > 0:
         teacher = copy.deepcopy(loaded.model)  # the float model, to distil against
         teacher.eval()
+    search = None
+    if job.max_drop is not None:
+        search = _search_cached(job, qdir, lambda: fallback.before_training(loaded, settings, job))
+        settings["skip_layers"] = settings["skip_layers"] + search["float_layers"]
     samples = datamod.training_batches(job.task, job.data_dir, loaded.config, settings, job.seed, job.skip_bad_labels)
     model = loaded.model
     skipped = wrap_qat(model, settings, bool(settings.get("pact")))
@@ -234,6 +250,10 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
                 _save_checkpoint(pd, model, opt, ckpt_dir, step + 1)
             if progress:
                 progress(step + 1, steps, float(loss))
+    if search is not None:
+        search = fallback.after_training(model, settings, search, job)
+        settings["skip_layers"] = settings["skip_layers"] + search["added_after_training"]
+        skipped = skipped + search["added_after_training"]
     final = qdir / "qat_final.pdparams"
     tmp = qdir / ".qat_final.tmp"
     pd.save(model.state_dict(), str(tmp))
@@ -241,7 +261,7 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
     losses = [json.loads(line)["loss"] for line in log_path.read_text().splitlines() if line.strip()]
     info = {"method": "qat", "task": job.task, "steps": steps, "resumed_from": start, "settings": settings,
             "float_layers": skipped, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-            "train_samples": samples.count, "weights": loaded.info}
+            "train_samples": samples.count, "weights": loaded.info, "search": search}
     atomic_write_json(qdir / "qat.json", info)
     return info
 

@@ -1,10 +1,11 @@
-"""report.json: the run's results in stable, machine-readable names.
+"""report.json: the run's results in stable, machine-readable names (and report.html, the same for people).
 
   metrics.<det|rec>.<float|quant>.{hmean,precision,recall | acc,norm_edit_dis}   fractions 0..1
   metrics.<task>.drop_points, metrics.<task>.x86_nb_check
   targets.<target>.<task>.{float_nb_bytes, int8_nb_bytes, int8_ops, int8_op_types, size_ratio, lite_version}
   quantization.<task>   method, steps, loss first/last, layers kept float
   timings, versions, command, status, error
+  deploy.<target>.<device>   status, release, sent/unchanged files, smoke and benchmark (timings_ms) from RUN/deploy/
 """
 
 from __future__ import annotations
@@ -55,8 +56,42 @@ def build_report(run: RunDir, targets: list[Target], tasks: list[str]) -> dict:
         if res:
             quant[task] = {k: res.get(k) for k in ("method", "steps", "loss_first", "loss_last", "float_layers", "calibration_batches") if k in res}
             quant[task]["skip_patterns"] = (res.get("settings") or {}).get("skip_layers")
-    return {"run_dir": str(run.root), "metrics": metrics, "targets": out_targets, "quantization": quant,
-            "stage_seconds": {name: rec.get("seconds") for name, rec in stages.items()}, "versions": versions()}
+    out = {"run_dir": str(run.root), "metrics": metrics, "targets": out_targets, "quantization": quant,
+           "stage_seconds": {name: rec.get("seconds") for name, rec in stages.items()}, "versions": versions()}
+    if deploy := deploy_results(run):
+        out["deploy"] = deploy
+    return out
+
+
+# --- deploy results (toolkit deploy writes RUN/deploy/<target>/<device>.json) ---
+
+def deploy_results(run: RunDir) -> dict:
+    """deploy.<target>.<device>: the last deploy to each device, with its smoke and benchmark figures."""
+    out: dict = {}
+    for path in sorted((run.root / "deploy").glob("*/*.json")):
+        r = _json(path)
+        if not r:
+            continue
+        entry = {k: r.get(k) for k in ("status", "release", "previous_release", "sent", "unchanged", "bytes", "seconds", "error") if k in r}
+        entry["abi"] = (r.get("facts") or {}).get("abi")
+        for kind in ("smoke", "benchmark"):
+            if kind in r:
+                res = r[kind].get("result") or {}
+                entry[kind] = {"ok": r[kind]["ok"], "returncode": r[kind]["returncode"], "seconds": r[kind]["seconds"],
+                               **{k: res[k] for k in ("timings_ms", "threads", "power_mode", "warmup", "repeats", "lines", "standin") if k in res}}
+        out.setdefault(path.parent.name, {})[r.get("device", path.stem)] = entry
+    return out
+
+
+def merge_deploy_results(run: RunDir) -> dict:
+    """Put the deploy section into report.json (created with just that section if the run has none yet)."""
+    report = _json(run.report_path()) or {"run_dir": str(run.root)}
+    report["deploy"] = deploy_results(run)
+    atomic_write_json(run.report_path(), report)
+    from toolkit.report_html import write_html
+
+    write_html(run, report, [t for t in ("det", "rec") if t in (report.get("metrics") or {})])
+    return report
 
 
 def write_report(run: RunDir, targets: list[Target], tasks: list[str], timings: dict, command: list[str],
@@ -65,4 +100,7 @@ def write_report(run: RunDir, targets: list[Target], tasks: list[str], timings: 
     report.update({"status": "failed" if error else "ok", "error": None if error is None else {"message": error.message, "hint": error.hint},
                    "timings": timings, "command": " ".join(shlex.quote(a) for a in command)})
     atomic_write_json(run.report_path(), report)
+    from toolkit.report_html import write_html
+
+    write_html(run, report, tasks)
     return report

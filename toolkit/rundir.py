@@ -49,6 +49,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared and served
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

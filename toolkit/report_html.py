@@ -1,0 +1,240 @@
+"""report.html: the run at a glance, one static file that opens from disk (no server, no
+network: charts are inline SVG from matplotlib, example images are inline JPEG).
+
+Reads only what the stages wrote into the run directory: report.json, eval/metrics.json,
+quant/<task>/{qat.json,train_log.jsonl}, analyze/<task>/sensitivity.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.rundir import RunDir, atomic_write_bytes
+
+MAX_EXAMPLES = 6
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _svg(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _figure(w: float = 7.5, h: float = 3.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9})
+    return plt.subplots(figsize=(w, h))
+
+
+def _jpeg(img: np.ndarray, max_side: int = 480) -> str:
+    import cv2
+
+    h, w = img.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s < 1:
+        img = cv2.resize(img, (int(w * s), int(h * s)))
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def _table(head: list[str], rows: list[list], cls: str = "") -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, Markup) else html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+class Markup(str):
+    """Already-escaped HTML for a table cell."""
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def metrics_section(report: dict) -> str:
+    rows = []
+    for task, m in (report.get("metrics") or {}).items():
+        key = "hmean" if task == "det" else "acc"
+        x86 = m.get("x86_nb_check") or {}
+        rows.append([task, f"{key} (%)", _pct(m["float"].get(key)), _pct(m["quant"].get(key)),
+                     Markup(f'<b>{m["drop_points"]:.2f}</b>'),
+                     f"{x86['max_abs_diff']:.1e} ({'ok' if x86.get('ok') else 'DIFFERS'})" if x86 else "not run",
+                     m.get("disagreements", "-")])
+    for target, devices in (report.get("deploy") or {}).items():
+        for dev, d in devices.items():
+            smoke, bench = d.get("smoke") or {}, d.get("benchmark") or {}
+            total = (bench.get("timings_ms") or smoke.get("timings_ms") or {}).get("total")
+            rows.append([f"{target} on {dev}", "on device", "-", "-", "-", d.get("status", "-"),
+                         ("stand-in runner" if (smoke or bench).get("standin") else f"{total:.1f} ms" if total else "no run")])
+    return ("<h2>Accuracy: float vs quantized</h2><p>Float and fake-quant inference with Paddle Inference on the eval split "
+            "(the quantized model computes with exactly the int8 weights and activations Paddle Lite's ARM kernels use); "
+            "the x86 float <code>.nb</code> is compared with Paddle Inference output.</p>"
+            + _table(["model", "metric", "float", "quantized", "drop (points)", "x86 float .nb vs Paddle Inference / device", "disagreements"], rows, "metrics"))
+
+
+def sizes_section(report: dict) -> str:
+    rows, labels, fl, q8 = [], [], [], []
+    for target, entry in (report.get("targets") or {}).items():
+        for task in ("det", "rec"):
+            e = entry.get(task)
+            if not e:
+                continue
+            rows.append([target, task, f"{e['float_nb_bytes'] / 1e6:.2f}", f"{e['int8_nb_bytes'] / 1e6:.2f}", f"{100 * e['size_ratio']:.1f}%",
+                         e["int8_ops"], e["lite_version"]])
+            labels.append(f"{target}\n{task}")
+            fl.append(e["float_nb_bytes"] / 1e6)
+            q8.append(e["int8_nb_bytes"] / 1e6)
+    if not rows:
+        return ""
+    fig, ax = _figure(max(4.0, 1.1 * len(labels) + 2), 3.0)
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, fl, 0.4, label="float .nb", color="#9aa7b8")
+    ax.bar(x + 0.2, q8, 0.4, label="int8 .nb", color="#2f6fb3")
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("MB")
+    ax.legend()
+    ax.set_title(".nb size per target")
+    return ("<h2>Model size per target</h2>" + f'<div class="chart" id="chart-sizes">{_svg(fig)}</div>'
+            + _table(["target", "model", "float MB", "int8 MB", "int8/float", "int8 kernels", "Lite"], rows))
+
+
+def sensitivity_section(run: RunDir, tasks: list[str]) -> str:
+    """Per-layer sensitivity bars (kept-float layers highlighted) and the search's drop per step."""
+    out = []
+    for task in tasks:
+        qat = _json(run.quant_dir(task) / "qat.json") or {}
+        search = qat.get("search")
+        analysis = _json(run.root / "analyze" / task / "sensitivity.json")
+        ranking = (search or {}).get("ranking") or (analysis or {}).get("ranking")
+        if not ranking:
+            continue
+        kept = set((search or {}).get("float_layers") or [])
+        top = ranking[:30]
+        fig, ax = _figure(7.5, max(2.5, 0.18 * len(top) + 0.8))
+        y = np.arange(len(top))[::-1]
+        ax.barh(y, [r["error"] for r in top], color=["#d0542c" if r["layer"] in kept else "#2f6fb3" for r in top])
+        ax.set_yticks(y, [r["layer"] for r in top], fontsize=7)
+        ax.set_xlabel("output error with only this layer quantized")
+        ax.set_title(f"{task}: {len(ranking)} layers, top {len(top)} (orange: kept float)")
+        parts = [f"<h3>{task}</h3>", f'<div class="chart" id="chart-sensitivity-{task}">{_svg(fig)}</div>']
+        if search:
+            hist = search.get("history_before_training", []) + search.get("history_after_training", [])
+            fig, ax = _figure(7.5, 2.6)
+            n1 = len(search.get("history_before_training", []))
+            ax.plot(range(n1), [h["drop_points"] for h in hist[:n1]], "o-", label="calibrated, before QAT")
+            ax.plot(range(n1, len(hist)), [h["drop_points"] for h in hist[n1:]], "s-", label="after QAT")
+            ax.axhline(search["budget_points"], color="#d0542c", ls="--", label=f"budget {search['budget_points']}")
+            ax.set_xticks(range(len(hist)), [str(h["float_layers"]) for h in hist])
+            ax.set_xlabel("layers kept float")
+            ax.set_ylabel("drop (points)")
+            ax.legend()
+            ax.set_title(f"{task}: float fallback search on {search['search_samples']} held-out samples")
+            parts.append(f'<div class="chart" id="chart-search-{task}">{_svg(fig)}</div>')
+            parts.append(_table(["every layer quantized: drop", "layers kept float", "extra .nb bytes", "final drop (search set)"],
+                                [[f"{search['naive_drop_points']:.2f}", Markup("<br>".join(html.escape(n) for n in search["float_layers"]) or "none"),
+                                  f"{search.get('float_extra_bytes', 0) / 1e3:.1f} kB", f"{search.get('final_drop_points', float('nan')):.2f}"]]))
+        out.append("".join(parts))
+    return ("<h2>Per-layer sensitivity</h2><p>Each quantizable layer quantized alone; bars show how far the output moves from float. "
+            "The search keeps the highest-ranked layers float, one by one, until the drop is within budget.</p>" + "".join(out)) if out else ""
+
+
+def loss_section(run: RunDir, tasks: list[str]) -> str:
+    curves = {}
+    for task in tasks:
+        p = run.quant_dir(task) / "train_log.jsonl"
+        if p.exists():
+            rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+            curves[task] = ([r["step"] for r in rows], [r["loss"] for r in rows])
+    if not curves:
+        return ""
+    fig, axes = _figure(7.5, 2.6)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.8 * len(curves), 2.6), squeeze=False)
+    for ax, (task, (x, y)) in zip(axes[0], curves.items()):
+        ax.plot(x, y, color="#2f6fb3")
+        ax.set_title(f"QAT loss, {task}")
+        ax.set_xlabel("step")
+    return f'<h2>QAT training loss</h2><div class="chart" id="chart-loss">{_svg(fig)}</div>'
+
+
+def examples_section(run: RunDir) -> str:
+    """Where float and quantized disagree: rec crops with both texts, det images with both box sets."""
+    import cv2
+
+    metrics = _json(run.eval_dir() / "metrics.json") or {}
+    cards = []
+    def wrong(text: str, label: str) -> bool:
+        return text.replace(" ", "") != label.replace(" ", "")
+
+    rec = (metrics.get("rec") or {}).get("disagreements", [])
+    # Lines int8 gets wrong and float right first: those are what the drop is made of.
+    rec = sorted(rec, key=lambda d: (not (wrong(d["quant"], d["label"]) and not wrong(d["float"], d["label"])), d["image"]))
+    for d in rec[:MAX_EXAMPLES]:
+        img = cv2.imread(d["image"])
+        if img is None:
+            continue
+        cards.append(f'<figure class="rec"><img src="{_jpeg(img)}" alt="crop"><figcaption>label <code>{html.escape(d["label"])}</code><br>'
+                     f'float <code>{html.escape(d["float"])}</code><br>int8 <code class="bad">{html.escape(d["quant"])}</code></figcaption></figure>')
+    det = metrics.get("det") or {}
+    for d in det.get("disagreements", [])[:MAX_EXAMPLES]:
+        img, i = cv2.imread(d["image"]), d.get("index")
+        if img is None or i is None:
+            continue
+        for boxes, color in ((det["float"]["boxes"][i], (60, 160, 60)), (det["quant"]["boxes"][i], (40, 80, 220))):
+            cv2.polylines(img, [np.asarray(b, dtype=np.int32) for b in boxes], True, color, 2)
+        cards.append(f'<figure class="det"><img src="{_jpeg(img)}" alt="det"><figcaption>{Path(d["image"]).name}: '
+                     f'<span style="color:#3ca03c">float {d["float_boxes"]} boxes</span>, <span style="color:#dc5028">int8 {d["quant_boxes"]} boxes</span>, '
+                     f'{d["gt_boxes"]} labelled</figcaption></figure>')
+    if not cards:
+        return "<h2>Where float and int8 disagree</h2><p>No disagreements on the eval split.</p>"
+    return f'<h2>Where float and int8 disagree</h2><div class="examples">{"".join(cards)}</div>'
+
+
+CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#1d2330}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #d8dde6;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #d8dde6;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f2f4f8}.ok{color:#207a3c}.bad{color:#c0392b}.status{padding:2px 8px;border-radius:4px;color:#fff}
+.status.ok{background:#207a3c}.status.failed{background:#c0392b}.examples{display:flex;flex-wrap:wrap;gap:12px}
+figure{margin:0;border:1px solid #d8dde6;padding:6px;max-width:500px}figure img{max-width:100%;display:block}
+.chart svg{max-width:100%;height:auto}code{background:#f2f4f8;padding:0 3px}"""
+
+
+def render(run: RunDir, report: dict, tasks: list[str]) -> str:
+    status = report.get("status", "ok")
+    err = report.get("error")
+    head = (f'<h1>PP-OCR quantization report <span class="status {html.escape(status)}">{html.escape(status)}</span></h1>'
+            f'<p>Run <code>{html.escape(str(report.get("run_dir", run.root)))}</code>'
+            + (f' · command <code>{html.escape(report["command"])}</code>' if report.get("command") else "") + "</p>"
+            + (f'<p class="bad">error: {html.escape(err["message"])}<br>hint: {html.escape(err.get("hint") or "")}</p>' if err else "")
+            + "<p>" + ", ".join(f"{k} {html.escape(str(v))}" for k, v in (report.get("versions") or {}).items()) + "</p>")
+    body = head + metrics_section(report) + sizes_section(report) + sensitivity_section(run, tasks) + loss_section(run, tasks) + examples_section(run)
+    return f'<!doctype html><html><head><meta charset="utf-8"><title>PP-OCR quantization report</title><style>{CSS}</style></head><body>{body}</body></html>\n'
+
+
+def write_html(run: RunDir, report: dict, tasks: list[str]) -> Path:
+    path = run.root / "report.html"
+    atomic_write_bytes(path, render(run, report, tasks).encode())
+    return path

@@ -46,6 +46,9 @@ class QuantJob:
     device: str = "cpu"                 # cpu | gpu
     skip_bad_labels: bool = False
     max_drop: float | None = 1.0        # points; None: quantize every layer not in skip_layers (no search)
+    # Data-parallel QAT through paddle.distributed.launch (toolkit/distributed.py); None: one process.
+    # Keys: devices ("0,1" GPU ids) or nproc (CPU processes), nodes (list of hosts), master ("host:port").
+    dist: dict | None = None
 
     def settings(self, cfg: dict) -> dict:
         """The effective quantization settings: config's Quant section overridden by flags."""
@@ -184,6 +187,40 @@ def _save_checkpoint(pd, model, opt, ckpt_dir: Path, step: int) -> None:
         old.with_suffix(".pdopt").unlink(missing_ok=True)
 
 
+def scale_for_world(job: QuantJob, cfg: dict, settings: dict, world: int) -> dict:
+    """Data-parallel settings: the global batch (--batch-size, else the config's Quant.batch_size per
+    rank) is split evenly over the ranks; the config's learning rate scales linearly with the global
+    batch relative to the config's Quant.batch_size (an explicit --lr is used as given)."""
+    base_bs = int((cfg.get("Quant") or {}).get("batch_size", 4))
+    global_bs = int(job.batch_size) if job.batch_size is not None else base_bs * world
+    if global_bs % world:
+        raise ToolkitError(f"QAT {job.task}: global batch {global_bs} does not split evenly over {world} ranks",
+                           hint=f"pass --batch-size as a multiple of {world}")
+    out = dict(settings)
+    out["batch_size"] = global_bs
+    out["batch_per_rank"] = global_bs // world
+    out["world_size"] = world
+    if job.learning_rate is None:
+        out["lr_scale"] = global_bs / base_bs
+        out["learning_rate"] = float(cfg["Optimizer"]["lr"]["learning_rate"]) * global_bs / base_bs
+    return out
+
+
+def search_before_training(job: QuantJob, run: RunDir) -> dict | None:
+    """The pre-training float-fallback search alone (quant/<task>/search.json), as run_qat does it;
+    the distributed launcher runs it once, and every rank reads the file."""
+    if job.max_drop is None:
+        return None
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    _set_device(job.device)
+    pd.seed(job.seed)
+    loaded = build_model(job.source)
+    settings = job.settings(loaded.config)
+    return _search_cached(job, run.quant_dir(job.task), lambda: fallback.before_training(loaded, settings, job))
+
+
 def _search_cached(job: QuantJob, qdir: Path, compute: Callable[[], dict]) -> dict:
     """The pre-training search result; `--resume` reuses it instead of measuring again."""
     path = qdir / "search.json"
@@ -194,12 +231,38 @@ def _search_cached(job: QuantJob, qdir: Path, compute: Callable[[], dict]) -> di
     return result
 
 
-def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], None] | None = None) -> dict:
-    """QAT for one task; writes quant/<task>/{ckpt/, train_log.jsonl, qat_final.pdparams, qat.json}."""
+def _sync_observers(pd, model) -> None:
+    """Data-parallel: the moving-average abs-max observers saw only this rank's slice. Their state
+    is accum' = rate * accum + max|x| (the same `state` on every rank), so the element-wise max over
+    the ranks of accum and scale is what one process would hold after the whole batch."""
+    named = list(model.named_parameters()) + list(model.named_buffers())  # PaddleSlim makes them parameters
+    bufs = [b for name, b in named if name.endswith(("._accum", "._scale")) and b is not None]
+    if not bufs:
+        return
+    flat = pd.concat([b.detach().flatten().astype("float32") for b in bufs])
+    pd.distributed.all_reduce(flat, op=pd.distributed.ReduceOp.MAX)
+    at = 0
+    for b in bufs:
+        n = int(b.size)
+        b.set_value(flat[at:at + n].reshape(b.shape).astype(b.dtype))
+        at += n
+
+
+def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], None] | None = None,
+            rank: int = 0, world: int = 1) -> dict | None:
+    """QAT for one task; writes quant/<task>/{ckpt/, train_log.jsonl, qat_final.pdparams, qat.json}.
+
+    world > 1: one rank of a data-parallel job (toolkit/distributed.py; paddle.distributed is set
+    up): the model is wrapped in paddle.DataParallel, every rank draws the step's global batch and
+    trains on its slice, the pre-training search is read from search.json (the launcher ran it),
+    and only rank 0 writes checkpoints, the log, the after-training search and the results (the
+    other ranks return None). world == 1 is the single-process loop, unchanged."""
     from toolkit.engine import paddle
 
     pd = paddle()
-    _set_device(job.device)
+    lead = rank == 0
+    if world == 1:
+        _set_device(job.device)
     pd.seed(job.seed)
     qdir = run.quant_dir(job.task)
     ckpt_dir = qdir / "ckpt"
@@ -211,45 +274,71 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
         teacher.eval()
     search = None
     if job.max_drop is not None:
-        search = _search_cached(job, qdir, lambda: fallback.before_training(loaded, settings, job))
+        if world == 1:
+            search = _search_cached(job, qdir, lambda: fallback.before_training(loaded, settings, job))
+        else:
+            if not (qdir / "search.json").exists():
+                raise ToolkitError(f"QAT {job.task}: rank {rank} found no {qdir / 'search.json'}",
+                                   hint="the run directory must be the same shared folder on every node")
+            search = json.loads((qdir / "search.json").read_text())
         settings["skip_layers"] = settings["skip_layers"] + search["float_layers"]
+    if world > 1:
+        settings = scale_for_world(job, loaded.config, settings, world)
     samples = datamod.training_batches(job.task, job.data_dir, loaded.config, settings, job.seed, job.skip_bad_labels)
     model = loaded.model
     skipped = wrap_qat(model, settings, bool(settings.get("pact")))
     _freeze_norms(model)
     trainable = [p for p in model.parameters() if not p.stop_gradient]
     opt = pd.optimizer.Adam(learning_rate=settings["learning_rate"], parameters=trainable)
+    forward = model
+    if world > 1:
+        # Parameters and buffers start as rank 0's; gradients are averaged over the ranks. The det
+        # threshold branch is trainable but not in the inference forward: unused parameters.
+        forward = pd.DataParallel(model, find_unused_parameters=True)
+        per = int(settings["batch_per_rank"])
     loss_fn = _loss_fn(job.task, loaded.config, teacher)
     steps, save_every = int(settings["steps"]), int(settings.get("save_every") or settings["steps"])
     start = 0
     log_path = qdir / "train_log.jsonl"
     if job.resume and (latest := _latest_checkpoint(ckpt_dir)):
-        start, f = latest
+        start, f = latest  # every rank loads rank 0's checkpoint (a shared run directory)
         model.set_state_dict(pd.load(str(f)))
         opt.set_state_dict(pd.load(str(f.with_suffix(".pdopt"))))
-    else:
+    elif lead:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log_path.unlink(missing_ok=True)
     qdir.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
+    with open(log_path, "a") if lead else open(os.devnull, "w") as log:
         for step in range(start, steps):
             t0 = time.monotonic()
-            batch = {k: pd.to_tensor(v) for k, v in samples(step).items()}
-            out = model(batch["image"])
+            drawn = samples(step)
+            if world > 1:  # the single process's batch for this step, this rank's slice of it
+                drawn = {k: v[rank * per:(rank + 1) * per] for k, v in drawn.items()}
+            batch = {k: pd.to_tensor(v) for k, v in drawn.items()}
+            out = forward(batch["image"])
             loss = loss_fn(out, batch)
-            if not math.isfinite(float(loss)):
-                raise ToolkitError(f"QAT {job.task}: loss became {float(loss)} at step {step + 1}",
+            value = float(loss)
+            if world > 1:  # the logged loss: the mean over the ranks (every rank sees the same value)
+                mean = loss.detach().clone()
+                pd.distributed.all_reduce(mean)
+                value = float(mean) / world
+            if not math.isfinite(value):
+                raise ToolkitError(f"QAT {job.task}: loss became {value} at step {step + 1}",
                                    hint="lower --lr, or keep more layers in float with --skip-layer")
             loss.backward()
             opt.step()
             opt.clear_grad()
+            if world > 1:
+                _sync_observers(pd, model)
             secs = time.monotonic() - t0
-            log.write(json.dumps({"step": step + 1, "loss": round(float(loss), 6), "seconds": round(secs, 3)}) + "\n")
+            log.write(json.dumps({"step": step + 1, "loss": round(value, 6), "seconds": round(secs, 3)}) + "\n")
             log.flush()
-            if (step + 1) % save_every == 0 or step + 1 == steps:
+            if lead and ((step + 1) % save_every == 0 or step + 1 == steps):
                 _save_checkpoint(pd, model, opt, ckpt_dir, step + 1)
             if progress:
-                progress(step + 1, steps, float(loss))
+                progress(step + 1, steps, value)
+    if not lead:
+        return None
     if search is not None:
         search = fallback.after_training(model, settings, search, job)
         settings["skip_layers"] = settings["skip_layers"] + search["added_after_training"]
@@ -320,12 +409,20 @@ def quantize(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], N
     if job.method not in ("qat", "ptq"):
         raise ToolkitError(f"unknown quantization method '{job.method}'", hint="use --method qat or --method ptq")
     data_fp = datamod.fingerprint(job.task, job.data_dir)
-    key = stage_key(job={k: v for k, v in asdict(job).items() if k not in ("resume", "source", "data_dir", "skip_bad_labels")},
-                    source=job.source.fingerprint(), data=data_fp)
+    fields = {k: v for k, v in asdict(job).items() if k not in ("resume", "source", "data_dir", "skip_bad_labels", "dist")}
+    if job.dist and job.method == "qat":  # the rank count changes the result; hosts and ports do not
+        from toolkit.distributed import world_size
+
+        fields["world_size"] = world_size(job.dist)
+    key = stage_key(job=fields, source=job.source.fingerprint(), data=data_fp)
     qdir = run.quant_dir(job.task)
     outputs = [qdir / ("qat_final.pdparams" if job.method == "qat" else "ptq")]
 
     def work():
+        if job.method == "qat" and job.dist:
+            from toolkit.distributed import launch
+
+            return launch(job, run, progress, log), outputs
         info = run_qat(job, run, progress) if job.method == "qat" else run_ptq(job, run)
         return info, outputs
 

@@ -257,8 +257,13 @@ def quantize(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] =
              lr: Optional[float] = QUANT_OPTS["lr"], skip_layer: List[str] = QUANT_OPTS["skip_layer"], pact: Optional[bool] = QUANT_OPTS["pact"],
              resume: bool = QUANT_OPTS["resume"], device: str = QUANT_OPTS["device"], seed: int = 0,
              search: bool = QUANT_OPTS["search"], max_drop: float = MAX_DROP,
-             skip_bad_labels: bool = typer.Option(False, "--skip-bad-labels"), runner: str = RUNNER, as_json: bool = JSON):
+             skip_bad_labels: bool = typer.Option(False, "--skip-bad-labels"), runner: str = RUNNER, as_json: bool = JSON,
+             devices: Optional[str] = typer.Option(None, "--devices", help="QAT data-parallel on these GPUs (e.g. 0,1,2,3) through paddle.distributed.launch."),
+             nproc: Optional[int] = typer.Option(None, "--nproc", help="QAT data-parallel in N CPU processes (gloo) through paddle.distributed.launch."),
+             nodes: Optional[str] = typer.Option(None, "--nodes", help="host1,host2,...: multi-node QAT; run the same command on every node."),
+             master: Optional[str] = typer.Option(None, "--master", help="HOST:PORT of the launcher's master (with --nodes), the same on every node.")):
     """Quantization-aware training (or PTQ) of det and/or rec."""
+    from toolkit.distributed import parse_options
     from toolkit.quantize import QuantJob, quantize as run_quantize
     from toolkit.rundir import RunDir
 
@@ -268,11 +273,12 @@ def quantize(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] =
     sources = _sources(run_dir, ts, det, rec, det_o, rec_o)
     data_dir = _data_dir(run_dir, data)
     skips = _skip_layers(skip_layer)
+    dist, device = parse_options(devices, nproc, nodes, master, device)
     out = {}
     for t in ts:
         job = QuantJob(task=t, source=sources[t], data_dir=data_dir, method=method, steps=steps, batch_size=batch_size,
                        learning_rate=lr, skip_layers=skips.get(t, []), pact=pact, resume=resume, seed=seed, device=device,
-                       skip_bad_labels=skip_bad_labels, max_drop=max_drop if search and method == "qat" else None)
+                       skip_bad_labels=skip_bad_labels, max_drop=max_drop if search and method == "qat" else None, dist=dist)
         out[t] = _runner(runner, ui).quantize(job, run, progress=ui.progress(f"{method.upper()} {t}"), log=ui.log)
     emit(out, as_json, "\n".join(f"{t}: {r['method']} {'(up to date)' if r.get('skipped') else 'done'}" for t, r in out.items()))
 

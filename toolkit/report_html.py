@@ -142,18 +142,29 @@ def sensitivity_section(run: RunDir, tasks: list[str]) -> str:
             hist = search.get("history_before_training", []) + search.get("history_after_training", [])
             fig, ax = _figure(7.5, 2.6)
             n1 = len(search.get("history_before_training", []))
-            ax.plot(range(n1), [h["drop_points"] for h in hist[:n1]], "o-", label="calibrated, before QAT")
-            ax.plot(range(n1, len(hist)), [h["drop_points"] for h in hist[n1:]], "s-", label="after QAT")
+            # A configuration stopped early (a certain miss) is drawn at its bound: the drop is at least that.
+            pts = [h["drop_points"] if h["drop_points"] is not None else 100 * (search["float_metric"] - h["at_most"]) for h in hist]
+            ax.plot(range(n1), pts[:n1], "o-", label="calibrated, before QAT (open: stopped early, drop at least)")
+            ax.plot(range(n1, len(hist)), pts[n1:], "s-", label="after QAT")
+            for i, h in enumerate(hist):
+                if h["drop_points"] is None:
+                    ax.plot([i], [pts[i]], "o", mfc="white", color="#2f6fb3")
+            ax.axhline(search["pre_training_target_points"], color="#999", ls=":", label=f"target before QAT {search['pre_training_target_points']:.1f}")
             ax.axhline(search["budget_points"], color="#d0542c", ls="--", label=f"budget {search['budget_points']}")
+            ax.set_yscale("symlog", linthresh=1.0)
             ax.set_xticks(range(len(hist)), [str(h["float_layers"]) for h in hist])
             ax.set_xlabel("layers kept float")
             ax.set_ylabel("drop (points)")
             ax.legend()
             ax.set_title(f"{task}: float fallback search on {search['search_samples']} held-out samples")
             parts.append(f'<div class="chart" id="chart-search-{task}">{_svg(fig)}</div>')
-            parts.append(_table(["every layer quantized: drop", "layers kept float", "extra .nb bytes", "final drop (search set)"],
-                                [[f"{search['naive_drop_points']:.2f}", Markup("<br>".join(html.escape(n) for n in search["float_layers"]) or "none"),
-                                  f"{search.get('float_extra_bytes', 0) / 1e3:.1f} kB", f"{search.get('final_drop_points', float('nan')):.2f}"]]))
+            naive = search["naive"]
+            naive_txt = (f"{100 * (search['float_metric'] - naive['metric']):.2f}" if naive.get("metric") is not None
+                         else f"> {search['pre_training_target_points']:.1f} (certain after {naive['samples']} samples)")
+            fd = search.get("final_drop_points")
+            parts.append(_table(["every layer quantized: drop", "layers kept float", "extra .nb bytes", "after QAT: drop (search set)"],
+                                [[naive_txt, Markup("<br>".join(html.escape(n) for n in search["float_layers"]) or "none"),
+                                  f"{search.get('float_extra_bytes', 0) / 1e3:.1f} kB", "-" if fd is None else f"{fd:.2f}"]]))
         out.append("".join(parts))
     return ("<h2>Per-layer sensitivity</h2><p>Each quantizable layer quantized alone; bars show how far the output moves from float. "
             "The search keeps the highest-ranked layers float, one by one, until the drop is within budget.</p>" + "".join(out)) if out else ""

@@ -115,7 +115,7 @@ def _code_mounts() -> list[Path]:
 
 
 def run_container(client, image: str, argv: list[str], mounts: dict, log: Log, user: str | None = None, env: dict | None = None,
-                  workdir: str | None = None, device_requests: list | None = None, what: str = "") -> tuple[int, str, str]:
+                  workdir: str | None = None, device_requests: list | None = None, what: str = "", host_net: bool = False) -> tuple[int, str, str]:
     """Run argv in `image`; stderr streamed to `log` line by line; returns (exit code, stdout, stderr tail)."""
     import docker
 
@@ -124,7 +124,8 @@ def run_container(client, image: str, argv: list[str], mounts: dict, log: Log, u
     try:
         c = client.containers.create(image, command=argv, user=user, environment=environment, volumes=mounts,
                                      working_dir=workdir or "/tmp/home", device_requests=device_requests or None,
-                                     network_disabled=False, labels={"org.toolkit.stage": what or argv[0]})
+                                     network_disabled=False, labels={"org.toolkit.stage": what or argv[0]},
+                                     **({"network_mode": "host", "ipc_mode": "host"} if host_net else {}))  # distributed QAT
     except docker.errors.ImageNotFound:
         raise ToolkitError(f"image {image} is not in the local engine", hint="run `toolkit images build`") from None
     except docker.errors.APIError as exc:
@@ -204,7 +205,8 @@ class DockerRunner:
         return alias
 
     # trainer stages -----------------------------------------------------
-    def _trainer(self, cmd: list[str], run, data_dir: Path | None, sources: list, log: Log | None, gpu: bool = False, what: str = ""):
+    def _trainer(self, cmd: list[str], run, data_dir: Path | None, sources: list, log: Log | None, gpu: bool = False, what: str = "",
+                 host_net: bool = False):
         log = log or self.log
         devices = gpu_requests(self.client, gpu)  # GPUs asked for but absent: say so before any image work
         image = self.image("trainer", "gpu" if gpu else "cpu")
@@ -216,12 +218,13 @@ class DockerRunner:
         if data_dir is not None:
             ro.append(Path(data_dir))
         env = {}
-        if os.environ.get("TOOLKIT_TARGETS_DIR"):
-            env["TOOLKIT_TARGETS_DIR"] = os.environ["TOOLKIT_TARGETS_DIR"]
+        for name in ("TOOLKIT_TARGETS_DIR", "TOOLKIT_NODE_RANK"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
         argv = ["python", "-m", "toolkit.cli", *cmd, "--run-dir", str(run.root), "--json"]
         log(f"runner docker: {image}: toolkit {' '.join(shlex.quote(a) for a in cmd)}")
         code, out, tail = run_container(self.client, image, argv, mounts_for(ro, [run.root]), log=log, user=self.user, env=env,
-                                        workdir=str(run.root), device_requests=devices, what=what)
+                                        workdir=str(run.root), device_requests=devices, what=what, host_net=host_net)
         if code != 0:
             msg = next((ln[len("error: "):] for ln in tail.splitlines() if ln.startswith("error: ")), None)
             hint = next((ln.strip()[len("hint: "):] for ln in tail.splitlines() if ln.strip().startswith("hint: ")), None)
@@ -256,7 +259,14 @@ class DockerRunner:
             cmd.append("--skip-bad-labels")
         if hasattr(job, "max_drop"):  # the automatic float fallback (QuantJob.max_drop None: no search)
             cmd += ["--no-search"] if job.max_drop is None else ["--max-drop", str(job.max_drop)]
-        res = self._trainer(cmd, run, job.data_dir, [job.source], log, gpu=job.device == "gpu", what=f"quantize:{job.task}")
+        dist = getattr(job, "dist", None) or {}  # data-parallel QAT: paddle.distributed.launch runs inside the container
+        for flag, key in (("--devices", "devices"), ("--nproc", "nproc"), ("--master", "master")):
+            if dist.get(key) is not None:
+                cmd += [flag, str(dist[key])]
+        if dist.get("nodes"):
+            cmd += ["--nodes", ",".join(dist["nodes"])]
+        res = self._trainer(cmd, run, job.data_dir, [job.source], log, gpu=job.device == "gpu", what=f"quantize:{job.task}",
+                            host_net=bool(dist))
         return res[job.task]
 
     def export(self, job, run, log=None):

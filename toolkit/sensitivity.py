@@ -42,7 +42,9 @@ class QuantSwitch:
                 return x
 
         self._identity = Identity
-        self.layers = {n: lyr for n, lyr in model.named_sublayers() if hasattr(lyr, "_fake_quant_weight")}
+        # PaddleSlim puts the quantized layer inside an output-scale wrapper at the original
+        # name (NAME._layer); the original name is what skip_layers and users refer to.
+        self.layers = {n.removesuffix("._layer"): lyr for n, lyr in model.named_sublayers() if hasattr(lyr, "_fake_quant_weight")}
         self._saved = {n: (lyr._fake_quant_weight, lyr._fake_quant_input) for n, lyr in self.layers.items()}
 
     def quantize_only(self, names) -> None:
@@ -53,6 +55,18 @@ class QuantSwitch:
                 lyr._fake_quant_weight, lyr._fake_quant_input = self._saved[n]
             else:
                 lyr._fake_quant_weight, lyr._fake_quant_input = self._identity(), self._identity()
+
+    def drop_unused(self, forward: Callable[[], None]) -> None:
+        """Forget layers the inference graph never calls (re-parameterised branches, training-only
+        heads): they cost nothing on the device and measuring them would be wasted time."""
+        used: set[str] = set()
+        hooks = [lyr.register_forward_pre_hook(lambda layer, inp, n=n: used.add(n)) for n, lyr in self.layers.items()]
+        try:
+            forward()
+        finally:
+            for h in hooks:
+                h.remove()
+        self.layers = {n: lyr for n, lyr in self.layers.items() if n in used}
 
     def weight_count(self, name: str) -> int:
         w = getattr(self.layers[name], "weight", None)
@@ -67,6 +81,7 @@ class SearchSet:
     samples: list
     cfg: dict
     inputs: list = field(default_factory=list)   # ready model inputs (rec: one batch array; det: per image)
+    CHUNK = 25                                    # rec lines per step of `within`
 
     @classmethod
     def load(cls, task: str, data_dir: Path, cfg: dict, settings: dict, skip_bad: bool) -> "SearchSet":
@@ -83,21 +98,48 @@ class SearchSet:
             s.inputs = [datamod.det_input(datamod.read_image(x.image), cfg) for x in samples]
         return s
 
-    def outputs(self, model, limit: int | None = None) -> list[np.ndarray]:
+    def outputs(self, model, limit: int | None = None, start: int = 0) -> list[np.ndarray]:
         from toolkit.engine import paddle
 
         pd = paddle()
         outs = []
         with pd.no_grad():
             if self.task == "rec":
-                x = self.inputs[0][:limit]
+                x = self.inputs[0][start:limit]
                 for b in range(0, len(x), 50):
                     o = model(pd.to_tensor(x[b:b + 50]))
                     outs.append((o["ctc"] if isinstance(o, dict) else o).numpy())
                 return [np.concatenate(outs)]
-            for x, _ in self.inputs[:limit]:
+            for x, _ in self.inputs[start:limit]:
                 outs.append(model(pd.to_tensor(x))["maps"].numpy())
         return outs
+
+    def within(self, model, float_metric: float, budget_points: float, limit: int | None = None) -> dict:
+        """Is the model's metric on the first `limit` samples within `budget_points` of float?
+
+        rec reads the lines in chunks and stops as soon as a miss is certain (no remaining line
+        could bring it back within budget): the same decision as a full pass, at a fraction of
+        the cost for hopeless configurations. det's hmean is computed in full."""
+        n = min(limit or len(self.samples), len(self.samples))
+        if self.task != "rec":
+            m = self.metric(self.outputs(model, n))
+            return {"ok": 100 * (float_metric - m) <= budget_points, "metric": m, "samples": n}
+        from ppocr.metrics.rec_metric import RecMetric
+
+        from toolkit.models import ctc_decoder
+
+        decode = ctc_decoder(self.cfg)
+        rm = RecMetric(ignore_space=bool((self.cfg.get("Metric") or {}).get("ignore_space", True)))
+        seen = 0
+        while seen < n:
+            end = min(seen + self.CHUNK, n)
+            texts = [t for t, _ in decode(self.outputs(model, end, seen)[0])]
+            rm([[(t, 1.0) for t in texts], [(x.text, 1.0) for x in self.samples[seen:end]]])
+            seen = end
+            best = (rm.correct_num + n - seen) / n
+            if 100 * (float_metric - best) > budget_points:
+                return {"ok": False, "metric": None, "samples": seen, "at_most": round(best, 6)}
+        return {"ok": 100 * (float_metric - rm.correct_num / n) <= budget_points, "metric": rm.correct_num / n, "samples": n}
 
     def metric(self, outs: list[np.ndarray]) -> float:
         """Line accuracy (rec) or hmean (det), as fractions, PaddleOCR's own metric classes."""
@@ -161,21 +203,20 @@ def rank_layers(model, switch: QuantSwitch, search: SearchSet, float_ref: list[n
 
 
 def fallback_search(model, switch: QuantSwitch, search: SearchSet, ranking: list[str], float_metric: float,
-                    budget_points: float, already_float: list[str], max_float: int, log: Callable[[str], None] | None = None) -> dict:
+                    budget_points: float, max_float: int, limit: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Keep the highest-ranked layers float, one more at a time, until the search-set metric is
-    within `budget_points` of float. Returns the float set and every step's metric."""
-    float_set = list(already_float)
+    within `budget_points` of float. Returns the float set and every step's outcome."""
+    float_set: list[str] = []
     history = []
-    candidates = [n for n in ranking if n not in float_set]
+    candidates = list(ranking)
     while True:
         switch.quantize_only(set(switch.layers) - set(float_set))
-        m = search.metric(search.outputs(model))
-        drop = round(100 * (float_metric - m), 3)
-        history.append({"float_layers": len(float_set), "added": float_set[-1] if len(float_set) > len(already_float) else None,
-                        "metric": round(m, 6), "drop_points": drop})
+        r = search.within(model, float_metric, budget_points, limit)
+        history.append({"float_layers": len(float_set), "added": float_set[-1] if float_set else None, **r,
+                        "drop_points": None if r["metric"] is None else round(100 * (float_metric - r["metric"]), 3)})
         if log:
-            log(f"  {len(float_set)} float layers: metric {m:.4f}, drop {drop:.2f} points")
-        if drop <= budget_points:
+            log(f"  {len(float_set)} float layers: {'within' if r['ok'] else 'over'} budget ({r['samples']} samples read)")
+        if r["ok"]:
             return {"float_layers": float_set, "history": history, "met": True}
         if not candidates or len(float_set) >= max_float:
             return {"float_layers": float_set, "history": history, "met": False}
@@ -204,6 +245,7 @@ def prepare(task: str, source, data_dir: Path, settings: dict, seed: int, skip_b
     batches = datamod.training_batches(task, data_dir, loaded.config, settings, seed, skip_bad)
     # Batches past the training schedule: the same data QAT sees, not the same draws.
     calibrate(loaded.model, [batches(CALIB_STEP0 + i)["image"] for i in range(int(settings.get("calib_batches", 8)))])
+    switch.drop_unused(lambda: search.outputs(loaded.model, 1))
     switch.quantize_only(set())
     ref = search.outputs(loaded.model)
     return loaded, switch, search, ref
@@ -228,6 +270,8 @@ def analyze(job: AnalyzeJob, run: RunDir, progress=None, log=None) -> dict:
         float_metric = search.metric(ref)
         switch.quantize_only(set(switch.layers))
         full = search.metric(search.outputs(loaded.model))
+        limit = int(settings.get("pre_training_samples") or len(search.samples))
+        float_sub = search.metric([r[:limit] for r in ref] if job.task == "rec" else ref[:limit])
         t1 = time.monotonic()
         rows = rank_layers(loaded.model, switch, search, ref, probe, progress)
         t2 = time.monotonic()
@@ -238,8 +282,8 @@ def analyze(job: AnalyzeJob, run: RunDir, progress=None, log=None) -> dict:
             if k > len(ranking):
                 break
             switch.quantize_only(set(switch.layers) - set(ranking[:k]))
-            m = search.metric(search.outputs(loaded.model))
-            curve.append({"float_layers": k, "metric": round(m, 6), "drop_points": round(100 * (float_metric - m), 3)})
+            m = search.metric(search.outputs(loaded.model, limit))
+            curve.append({"float_layers": k, "samples": limit, "metric": round(m, 6), "drop_points": round(100 * (float_sub - m), 3)})
         result = {"task": job.task, "layers": len(rows), "search_samples": len(search.samples), "probe_samples": probe,
                   "float_metric": round(float_metric, 6), "full_quant_metric": round(full, 6),
                   "full_quant_drop_points": round(100 * (float_metric - full), 3), "top_k_curve": curve, "ranking": rows,
@@ -252,12 +296,13 @@ def analyze(job: AnalyzeJob, run: RunDir, progress=None, log=None) -> dict:
 
 # --- the automatic float fallback inside `toolkit quantize` ---
 
-def before_training(loaded, settings: dict, job) -> dict:
-    """Rank the layers on the calibrated, fully quantized model and keep float, one by one,
-    those that break it: QAT cannot train through a layer whose quantization wrecks the
-    output (PP-OCRv4 rec's squeeze-excitation convs). The target before training is looser
-    than the budget (`pre_training_factor` x budget): training recovers the rest, and the
-    search after training enforces the budget itself."""
+def before_training(loaded, settings: dict, job, log: Callable[[str], None] | None = None) -> dict:
+    """Keep float, one by one in sensitivity order, the layers that break the calibrated, fully
+    quantized model: QAT cannot train through a layer whose quantization wrecks the output
+    (PP-OCRv4 rec). The target before training is looser than the budget
+    (`pre_training_factor` x budget, on the first `pre_training_samples` samples): training
+    recovers the rest, and the search after training enforces the budget itself. Layers are
+    only ranked when the fully quantized model misses that target."""
     import copy
 
     from toolkit.models import LoadedModel
@@ -265,43 +310,56 @@ def before_training(loaded, settings: dict, job) -> dict:
     t0 = time.monotonic()
     work = LoadedModel(**{**loaded.__dict__, "model": copy.deepcopy(loaded.model)})
     model, switch, search, ref = prepare(job.task, job.source, job.data_dir, settings, job.seed, job.skip_bad_labels, load=work)
-    float_metric = search.metric(ref)
-    switch.quantize_only(set(switch.layers))
-    naive = search.metric(search.outputs(model.model))
-    probe = int(settings.get("probe_samples", 16))
-    rows = rank_layers(model.model, switch, search, ref, probe)
+    limit = int(settings.get("pre_training_samples") or len(search.samples))
+    float_metric, float_sub = search.metric(ref), search.metric([r[:limit] for r in ref] if job.task == "rec" else ref[:limit])
     target = float(job.max_drop) * float(settings.get("pre_training_factor", 3.0))
-    res = fallback_search(model.model, switch, search, [r["layer"] for r in rows], float_metric, target, [],
-                          int(settings.get("max_float_layers", 32)))
-    return {"budget_points": job.max_drop, "search_samples": len(search.samples), "float_metric": round(float_metric, 6),
-            "naive_metric": round(naive, 6), "naive_drop_points": round(100 * (float_metric - naive), 3),
-            "pre_training_target_points": target, "ranking": rows, "float_layers": res["float_layers"],
-            "history_before_training": res["history"], "seconds_before_training": round(time.monotonic() - t0, 1)}
+    switch.quantize_only(set(switch.layers))
+    naive = search.within(model.model, float_sub, target, limit)
+    rows: list[dict] = []
+    res = {"float_layers": [], "history": [], "met": naive["ok"]}
+    if not naive["ok"]:
+        rows = rank_layers(model.model, switch, search, ref, int(settings.get("probe_samples", 8)))
+        res = fallback_search(model.model, switch, search, [r["layer"] for r in rows], float_sub, target,
+                              int(settings.get("max_float_layers", 32)), limit, log)
+    return {"budget_points": job.max_drop, "search_samples": len(search.samples), "pre_training_samples": limit,
+            "float_metric": round(float_metric, 6), "naive": naive, "pre_training_target_points": target,
+            "ranking": rows, "float_layers": res["float_layers"], "history_before_training": res["history"],
+            "seconds_before_training": round(time.monotonic() - t0, 1)}
 
 
-def after_training(model, settings: dict, search_info: dict, job) -> dict:
-    """Measure the trained model on the search set; add float layers (next in the ranking) until
-    the drop is within budget minus `search_margin` (the eval split is a different sample)."""
+def after_training(model, settings: dict, search_info: dict, job, log: Callable[[str], None] | None = None) -> dict:
+    """Measure the trained model on the whole search set; keep more layers float (next in the
+    ranking, made now if the model was not ranked before) until the drop is within the budget
+    minus `search_margin` (the eval split is a different sample of the same data)."""
     from toolkit.models import load_config
 
     t0 = time.monotonic()
     cfg = load_config(job.source.config, job.source.overrides)
-    search = SearchSet.load(job.task, job.data_dir, cfg, settings, job.skip_bad_labels)
+    search = SearchSet.load(job.task, data_dir=job.data_dir, cfg=cfg, settings=settings, skip_bad=job.skip_bad_labels)
     model.eval()
     switch = QuantSwitch(model)
+    switch.drop_unused(lambda: search.outputs(model, 1))
     budget = float(job.max_drop) - float(settings.get("search_margin", 0.25))
-    ranking = [r["layer"] for r in search_info["ranking"] if r["layer"] in switch.layers]
-    res = fallback_search(model, switch, search, ranking, search_info["float_metric"], budget, [],
-                          int(settings.get("max_float_layers", 32)) - len(search_info["float_layers"]))
-    switch.quantize_only(set(switch.layers))  # leave the model as it is exported: the float set is added to skip_layers
+    switch.quantize_only(set(switch.layers))
+    first = search.within(model, search_info["float_metric"], budget)
+    rows, res = search_info["ranking"], {"float_layers": [], "history": [first], "met": first["ok"]}
+    if not first["ok"]:
+        if not rows:  # rank on the trained model: its own float computation is the reference
+            switch.quantize_only(set())
+            rows = rank_layers(model, switch, search, search.outputs(model), int(settings.get("probe_samples", 8)))
+        ranking = [r["layer"] for r in rows if r["layer"] in switch.layers]
+        res = fallback_search(model, switch, search, ranking, search_info["float_metric"], budget,
+                              int(settings.get("max_float_layers", 32)) - len(search_info["float_layers"]), None, log)
+    switch.quantize_only(set(switch.layers))  # as exported: the layers found here go into skip_layers
     added = res["float_layers"]
-    weights = {r["layer"]: r["weights"] for r in search_info["ranking"]}
+    weights = {r["layer"]: r["weights"] for r in rows}
     all_float = search_info["float_layers"] + added
-    out = {**search_info, "added_after_training": added, "history_after_training": res["history"],
-           "met": res["met"], "final_drop_points": res["history"][-1]["drop_points"], "float_layers": all_float,
-           "float_weight_count": sum(weights.get(n, 0) for n in all_float),
-           # int8 stores 1 byte per weight, float 4: what keeping these layers float adds to the .nb
-           "float_extra_bytes": 3 * sum(weights.get(n, 0) for n in all_float),
-           "seconds_after_training": round(time.monotonic() - t0, 1)}
+    final = res["history"][-1]
+    return {**search_info, "ranking": rows, "added_after_training": added, "history_after_training": res["history"],
+            "met": res["met"], "float_layers": all_float,
+            "final_metric": final["metric"], "final_drop_points": None if final["metric"] is None else round(100 * (search_info["float_metric"] - final["metric"]), 3),
+            "float_weight_count": sum(weights.get(n, 0) for n in all_float),
+            # int8 stores 1 byte per weight, float 4: what keeping these layers float adds to the .nb
+            "float_extra_bytes": 3 * sum(weights.get(n, 0) for n in all_float),
+            "seconds_after_training": round(time.monotonic() - t0, 1)}
     # Not met: quantize still finishes (the work is kept); evaluate's --max-drop check fails the run.
-    return out

@@ -137,7 +137,7 @@ class SearchSet:
             rm([[(t, 1.0) for t in texts], [(x.text, 1.0) for x in self.samples[seen:end]]])
             seen = end
             best = (rm.correct_num + n - seen) / n
-            if 100 * (float_metric - best) > budget_points:
+            if seen < n and 100 * (float_metric - best) > budget_points:
                 return {"ok": False, "metric": None, "samples": seen, "at_most": round(best, 6)}
         return {"ok": 100 * (float_metric - rm.correct_num / n) <= budget_points, "metric": rm.correct_num / n, "samples": n}
 

@@ -6,6 +6,7 @@ Outside CI a missing prerequisite skips the tests with the reason; with CI=true 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -172,6 +173,11 @@ class Sshd:
         self.key = work / "client_key"
         self.known_hosts = work / "known_hosts"
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} " + (work / "host_key.pub").read_text())
+        # sshd refuses a ChrootDirectory with a group/world-writable component (a clone under
+        # /tmp): the rootfs is bound, in sshd's own mount namespace, at a root-owned path in /run.
+        self.chroot = Path(f"/run/toolkit-test-sshd-{self.port}")
+        self.chroot.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(self.chroot, 0o755)
         cfg = work / "sshd_config"
         cfg.write_text(f"""Port {self.port}
 ListenAddress 127.0.0.1
@@ -182,16 +188,17 @@ PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
-ChrootDirectory {rootfs}
+ChrootDirectory {self.chroot}
 Subsystem sftp internal-sftp
 StrictModes no
 LogLevel ERROR
 """)
         Path("/run/sshd").mkdir(exist_ok=True)
-        enter = 'mount --bind "$1" "$2/opt" && mount -t proc proc "$2/proc" && exec /usr/sbin/sshd -D -e -f "$3"'
+        enter = ('mount --bind "$4" "$2" && mount --bind "$1" "$2/opt" && mount -t proc proc "$2/proc"'
+                 ' && exec /usr/sbin/sshd -D -e -f "$3"')
         self.log = open(work / "sshd.log", "w")
         self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", enter, "enter",
-                                      str(self.private), str(rootfs), str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
+                                      str(self.private), str(self.chroot), str(cfg), str(rootfs)], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -209,3 +216,5 @@ LogLevel ERROR
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+        with contextlib.suppress(OSError):
+            self.chroot.rmdir()

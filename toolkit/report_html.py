@@ -37,14 +37,17 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]
 
 
-def _figure(w: float = 7.5, h: float = 3.2):
+def _figure(w: float = 7.5, h: float = 3.2, ncols: int | None = None):
+    """One axes, or with `ncols` a 1 x ncols grid of axes (always 2-D)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9})
-    return plt.subplots(figsize=(w, h))
+    if ncols is None:
+        return plt.subplots(figsize=(w, h))
+    return plt.subplots(1, ncols, figsize=(w, h), squeeze=False)
 
 
 def _jpeg(img: np.ndarray, max_side: int = 480) -> str:
@@ -179,11 +182,7 @@ def loss_section(run: RunDir, tasks: list[str]) -> str:
             curves[task] = ([r["step"] for r in rows], [r["loss"] for r in rows])
     if not curves:
         return ""
-    fig, axes = _figure(7.5, 2.6)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.8 * len(curves), 2.6), squeeze=False)
+    fig, axes = _figure(3.8 * len(curves), 2.6, ncols=len(curves))
     for ax, (task, (x, y)) in zip(axes[0], curves.items()):
         ax.plot(x, y, color="#2f6fb3")
         ax.set_title(f"QAT loss, {task}")

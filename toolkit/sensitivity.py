@@ -162,6 +162,10 @@ class SearchSet:
             metric([{"points": found}], [None, None, [[np.asarray(p) for p in s.polys]], [list(s.ignore)]])
         return float(metric.get_metric()["hmean"])
 
+    def head(self, outs: list[np.ndarray], n: int) -> list[np.ndarray]:
+        """The outputs of the first `n` samples (rec: one batch array; det: one array per image)."""
+        return [outs[0][:n]] if self.task == "rec" else outs[:n]
+
     @staticmethod
     def error(outs: list[np.ndarray], ref: list[np.ndarray]) -> float:
         """Mean distance of outputs from the float reference (rec: L1 between per-step distributions)."""
@@ -186,8 +190,7 @@ def calibrate(model, batches: list[np.ndarray]) -> None:
 def rank_layers(model, switch: QuantSwitch, search: SearchSet, float_ref: list[np.ndarray], probe: int,
                 progress: Callable[[int, int, float], None] | None = None) -> list[dict]:
     """Quantize one layer at a time; rank by how far the output moves from float (largest first)."""
-    ref = float_ref if search.task == "det" else [float_ref[0][:probe]]
-    ref = ref[:probe]
+    ref = search.head(float_ref, probe)
     rows = []
     names = list(switch.layers)
     for i, name in enumerate(names):
@@ -271,7 +274,7 @@ def analyze(job: AnalyzeJob, run: RunDir, progress=None, log=None) -> dict:
         switch.quantize_only(set(switch.layers))
         full = search.metric(search.outputs(loaded.model))
         limit = int(settings.get("pre_training_samples") or len(search.samples))
-        float_sub = search.metric([r[:limit] for r in ref] if job.task == "rec" else ref[:limit])
+        float_sub = search.metric(search.head(ref, limit))
         t1 = time.monotonic()
         rows = rank_layers(loaded.model, switch, search, ref, probe, progress)
         t2 = time.monotonic()
@@ -311,7 +314,7 @@ def before_training(loaded, settings: dict, job, log: Callable[[str], None] | No
     work = LoadedModel(**{**loaded.__dict__, "model": copy.deepcopy(loaded.model)})
     model, switch, search, ref = prepare(job.task, job.source, job.data_dir, settings, job.seed, job.skip_bad_labels, load=work)
     limit = int(settings.get("pre_training_samples") or len(search.samples))
-    float_metric, float_sub = search.metric(ref), search.metric([r[:limit] for r in ref] if job.task == "rec" else ref[:limit])
+    float_metric, float_sub = search.metric(ref), search.metric(search.head(ref, limit))
     target = float(job.max_drop) * float(settings.get("pre_training_factor", 3.0))
     switch.quantize_only(set(switch.layers))
     naive = search.within(model.model, float_sub, target, limit)

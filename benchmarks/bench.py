@@ -51,9 +51,9 @@ def median_time(fn, repeat: int, warmup: int = 1) -> float:
 def step_times(data_dir: Path, repeat: int) -> dict:
     """Float fine-tune step vs QAT step, alternating on one batch, for det and rec."""
     pd = paddle()
-    from toolkit.data import training_batches
-    from toolkit.models import build_model, resolve_source
-    from toolkit.quantize import QuantJob, _freeze_norms, _loss_fn, wrap_qat
+    from toolkit.data.datasets import training_batches
+    from toolkit.models.sources import build_model, resolve_source
+    from toolkit.stages.quantize.stage import QuantJob, _freeze_norms, _loss_fn, wrap_qat
 
     out = {}
     for task in ("det", "rec"):
@@ -92,7 +92,7 @@ def step_times(data_dir: Path, repeat: int) -> dict:
 
 
 def opt_times(run_dir: Path) -> dict:
-    from toolkit.convert import run_opt
+    from toolkit.stages.convert import run_opt
     from toolkit.rundir import RunDir
     from toolkit.targets import get_target
 
@@ -107,9 +107,9 @@ def opt_times(run_dir: Path) -> dict:
 
 def inference(run_dir: Path, repeat: int, subset: dict) -> dict:
     """Latency float vs oneDNN int8, and accuracy of the x86 int8 path on a subset."""
-    from toolkit import data as datamod
-    from toolkit.evaluate import eval_det, eval_rec, infer, predictor
-    from toolkit.models import load_config, resolve_source
+    from toolkit.data import datasets as datamod
+    from toolkit.stages.evaluate import eval_det, eval_rec, infer, predictor
+    from toolkit.models.sources import load_config, resolve_source
     from toolkit.rundir import RunDir
 
     run = RunDir(run_dir)

@@ -34,7 +34,7 @@ def assert_clean_failure(proc: subprocess.CompletedProcess, *needles: str) -> No
 
 @pytest.fixture(scope="session")
 def zoo_det_dir() -> Path:
-    from toolkit.models import ZOO, _rapidocr_dir
+    from toolkit.models.sources import ZOO, _rapidocr_dir
 
     return _rapidocr_dir() / ZOO["ppocrv4-mobile-det"][2]
 
@@ -42,7 +42,7 @@ def zoo_det_dir() -> Path:
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory) -> Path:
     """A small synthetic dataset, made once per test session."""
-    from toolkit.synth import synth_dataset
+    from toolkit.data.synth import synth_dataset
 
     out = tmp_path_factory.mktemp("data") / "synth"
     synth_dataset(out, det_train=6, det_eval=4, rec_train=40, rec_eval=20, seed=1)

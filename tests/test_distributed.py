@@ -91,7 +91,7 @@ def _rank_pid(job_file: Path, rank: int, deadline: float) -> int | None:
                 continue
             try:
                 cmd = (d / "cmdline").read_bytes().split(b"\0")
-                if b"toolkit.distributed" not in cmd or str(job_file).encode() not in cmd:
+                if b"toolkit.stages.quantize.distributed" not in cmd or str(job_file).encode() not in cmd:
                     continue
                 env = (d / "environ").read_bytes().split(b"\0")
             except OSError:
@@ -133,10 +133,10 @@ def test_killed_rank_ends_the_job_clearly_and_resume_continues(runs, small_data,
 
 def test_flags_make_the_launch_command(tmp_path, monkeypatch):
     """Quick: the CLI flags as the launcher's arguments, the rank count and the batch/lr rule."""
-    from toolkit.distributed import launcher_argv, parse_options, world_size
+    from toolkit.stages.quantize.distributed import launcher_argv, parse_options, world_size
     from toolkit.errors import ToolkitError
-    from toolkit.models import CONFIG_DIR, load_config, resolve_source
-    from toolkit.quantize import QuantJob, scale_for_world
+    from toolkit.models.sources import CONFIG_DIR, load_config, resolve_source
+    from toolkit.stages.quantize.stage import QuantJob, scale_for_world
 
     assert parse_options(None, None, None, None, "cpu") == (None, "cpu")
     dist, device = parse_options("0,1,2,3", None, "host1,host2", "host1:6170", "cpu")
@@ -147,7 +147,7 @@ def test_flags_make_the_launch_command(tmp_path, monkeypatch):
     assert argv[i + 1:i + 5] == ["--log_dir", str(tmp_path / "logs"), "--job_id", "toolkit-qat-det"]
     assert "--devices" in argv and argv[argv.index("--devices") + 1] == "0,1,2,3"
     assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--master") + 1] == "host1:6170"
-    assert argv[argv.index("--rank") + 1] == "1" and argv[-3:] == ["-m", "toolkit.distributed", str(tmp_path / "job.json")]
+    assert argv[argv.index("--rank") + 1] == "1" and argv[-3:] == ["-m", "toolkit.stages.quantize.distributed", str(tmp_path / "job.json")]
     for bad in (("0,1", 2, None, None), (None, 2, "h1,h2", None), (None, 2, None, "h1:1"), ("a,b", None, None, None)):
         with pytest.raises(ToolkitError):
             parse_options(*bad, "cpu")

@@ -24,7 +24,7 @@ TARGET = "android-arm64"
 @pytest.fixture(scope="module")
 def engine():
     from toolkit.errors import ToolkitError
-    from toolkit.images import engine as connect
+    from toolkit.runners.images import engine as connect
 
     try:
         return connect(timeout=30)
@@ -57,7 +57,8 @@ def test_runner_docker_without_engine_is_a_clear_error(tmp_path):
 
 
 def test_runner_auto_falls_back_to_local():
-    from toolkit.runners import LocalRunner, get_runner
+    from toolkit.runners import get_runner
+    from toolkit.runners.local import LocalRunner
 
     os.environ["DOCKER_HOST"], old = NO_ENGINE["DOCKER_HOST"], os.environ.get("DOCKER_HOST")
     try:
@@ -80,7 +81,7 @@ def test_ndk_download_needs_a_checksum():
 
 
 def test_image_tag_is_a_hash_of_the_inputs(tmp_path):
-    from toolkit.images import BuildOptions, trainer_spec
+    from toolkit.runners.images import BuildOptions, trainer_spec
 
     a = trainer_spec(BuildOptions())
     assert a.tag == trainer_spec(BuildOptions()).tag
@@ -92,7 +93,7 @@ def test_image_tag_is_a_hash_of_the_inputs(tmp_path):
 
 
 def test_mounts_same_path_and_nesting(tmp_path):
-    from toolkit.runners import mounts_for
+    from toolkit.runners.docker import mounts_for
 
     (tmp_path / "a" / "b").mkdir(parents=True)
     m = mounts_for([tmp_path / "a", tmp_path / "a" / "b", tmp_path / "missing"], [tmp_path / "a" / "b"])
@@ -126,7 +127,7 @@ def test_second_build_does_no_work(images):
 
 @pytest.mark.slow
 def test_gpus_requested_but_absent(engine, images, tmp_path, small_data):
-    from toolkit.runners import gpu_status
+    from toolkit.runners.docker import gpu_status
 
     if gpu_status(engine)["nvidia_runtime"] and gpu_status(engine)["host_gpus"]:
         pytest.skip("this host has GPUs and the NVIDIA runtime")
@@ -151,7 +152,7 @@ def test_failed_build_step_shows_the_log_tail(engine):
 @pytest.mark.slow
 def test_container_files_belong_to_the_calling_user(engine, images, tmp_path):
     """A container run for uid 4321 writes files owned by 4321 into the bind-mounted folder."""
-    from toolkit.runners import mounts_for, run_container
+    from toolkit.runners.docker import mounts_for, run_container
 
     out = tmp_path / "owned"
     out.mkdir()
@@ -210,8 +211,8 @@ def test_cpp_runner_contract_against_a_stub_lite(tmp_path):
     the runtime image's job."""
     from PIL import Image
 
-    from toolkit.bundle import runtime_config
-    from toolkit.models import resolve_source
+    from toolkit.stages.bundle import runtime_config
+    from toolkit.models.sources import resolve_source
     from toolkit.targets import get_target
 
     stb = Path("/usr/include/stb/stb_image.h")

@@ -88,7 +88,7 @@ def test_second_run_does_no_work(main_run):
 def test_rec_search_keeps_the_culprit_layers_float_with_no_hand_written_list(report, main_run):
     """PP-OCRv4 rec with every layer quantized loses far more than the budget; the search finds
     the layers to keep float by itself and the run lands within 1 point."""
-    from toolkit.models import CONFIG_DIR, load_config
+    from toolkit.models.sources import CONFIG_DIR, load_config
 
     assert not load_config(CONFIG_DIR / "PP-OCRv4_mobile_rec.yml")["Quant"]["skip_layers"]
     search = json.loads((main_run / "quant" / "rec" / "qat.json").read_text())["search"]
@@ -210,7 +210,7 @@ def test_ptq_alternative_converts_to_int8(small_data, tmp_path):
 def test_paddleocr_checkpoint_with_its_config(small_data, tmp_path):
     """A PaddleOCR training checkpoint (.pdparams before re-parameterisation) + config, as quant.py takes them."""
     from toolkit.engine import paddle
-    from toolkit.models import CONFIG_DIR, _architecture, load_config
+    from toolkit.models.sources import CONFIG_DIR, _architecture, load_config
 
     pd = paddle()
     from ppocr.modeling.architectures import build_model

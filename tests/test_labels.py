@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from toolkit.errors import ToolkitError
-from toolkit.labels import read_det_labels, read_rec_labels
+from toolkit.data.labels import read_det_labels, read_rec_labels
 
 BOX = [[10, 10], [60, 10], [60, 30], [10, 30]]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from toolkit.deploy import DeployJob, deploy
+from toolkit.stages.deploy import DeployJob, deploy
 from toolkit.errors import ToolkitError
 from toolkit.rundir import RunDir, atomic_dir, sha256_file, stage_key
 from toolkit.targets import get_target

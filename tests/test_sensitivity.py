@@ -9,10 +9,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def calibrated_rec(small_data):
-    from toolkit.models import resolve_source
-    from toolkit.quantize import QuantJob
-    from toolkit import sensitivity
-    from toolkit.models import load_config
+    from toolkit.models.sources import resolve_source
+    from toolkit.stages.quantize.stage import QuantJob
+    from toolkit.stages.quantize import search as sensitivity
+    from toolkit.models.sources import load_config
 
     src = resolve_source("rec", None)
     settings = QuantJob(task="rec", source=src, data_dir=small_data).settings(load_config(src.config))

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from toolkit.errors import ToolkitError
-from toolkit.labels import read_det_labels, read_rec_labels
-from toolkit.synth import find_fonts, synth_dataset
+from toolkit.data.labels import read_det_labels, read_rec_labels
+from toolkit.data.synth import find_fonts, synth_dataset
 
 COUNTS = dict(det_train=4, det_eval=2, rec_train=20, rec_eval=10)
 FILES = ("det/train.txt", "det/eval.txt", "rec/train.txt", "rec/eval.txt")

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from toolkit import report as reportmod
-from toolkit.bundle import BundleJob, bundle
-from toolkit.convert import ConvertJob, convert
+from toolkit.report import summary as reportmod
+from toolkit.stages.bundle import BundleJob, bundle
+from toolkit.stages.convert import ConvertJob, convert
 from toolkit.errors import ToolkitError
-from toolkit.evaluate import EvalJob, evaluate
-from toolkit.export import ExportJob, export
-from toolkit.models import ModelSource
-from toolkit.quantize import QuantJob, quantize
+from toolkit.stages.evaluate import EvalJob, evaluate
+from toolkit.stages.export import ExportJob, export
+from toolkit.models.sources import ModelSource
+from toolkit.stages.quantize.stage import QuantJob, quantize
 from toolkit.rundir import RunDir
 from toolkit.targets import Target
 
@@ -58,7 +58,7 @@ def ensure_data(run: RunDir, data_dir: Path | None, synth: dict, seed: int, log:
         if not Path(data_dir).is_dir():
             raise ToolkitError(f"--data {data_dir}: no such directory", hint="give a folder with det/{train,eval}.txt and rec/{train,eval}.txt")
         return Path(data_dir)
-    from toolkit.synth import synth_dataset
+    from toolkit.data.synth import synth_dataset
 
     log(f"data: synthesising {synth} into {run.data()}")
     synth_dataset(run.data(), seed=seed, progress=None, **synth)

@@ -17,8 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from toolkit.errors import ToolkitError
+from toolkit.share import targets_dir
 
-TARGETS_DIR: Path = Path(__file__).resolve().parent.parent / "targets"
+TARGETS_DIR: Path = targets_dir()
 ENV_TARGETS_DIR = "TOOLKIT_TARGETS_DIR"
 
 # Names from Paddle Lite v2.13-rc lite/api/paddle_place.h (enum PowerMode).

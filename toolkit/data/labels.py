@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from shapely.geometry import Polygon
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 IGNORE_TEXTS = ("###", "*")  # PaddleOCR's "don't care" transcriptions
 SKIP_HINT = "fix the line or pass --skip-bad-labels to skip bad lines"

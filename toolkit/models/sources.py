@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from toolkit.errors import ToolkitError
+from toolkit.share import configs_dir
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = configs_dir()
 TASKS = ("det", "rec")
 
 
@@ -230,7 +231,7 @@ def _read_inference_params(inference_dir: Path):
 def _swap_swish(model) -> None:
     """Replace nn.Swish sublayers with x*sigmoid(x), which every Paddle Lite version converts."""
     from toolkit.engine import paddle
-    from toolkit.layers import MulSigmoid
+    from toolkit.models.layers import MulSigmoid
 
     pd = paddle()
     for layer in [model, *model.sublayers()]:

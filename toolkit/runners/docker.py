@@ -25,40 +25,11 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from toolkit import envs
+from toolkit.runners import envs
 from toolkit.errors import ToolkitError
 
-RUNNERS = ("local", "docker", "auto")
-PKG_DIR = Path(__file__).resolve().parent
+from toolkit.share import PACKAGE as PKG_DIR  # noqa: E402
 Log = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
-
-
-class LocalRunner:
-    name = "local"
-
-    def quantize(self, job, run, progress=None, log=None):
-        from toolkit.quantize import quantize
-
-        return quantize(job, run, progress=progress, log=log)
-
-    def export(self, job, run, log=None):
-        from toolkit.export import export
-
-        return export(job, run, log) if log else export(job, run)
-
-    def evaluate(self, job, run, log=None):
-        from toolkit.evaluate import evaluate
-
-        return evaluate(job, run, log) if log else evaluate(job, run)
-
-    def convert(self, job, run, log=None):
-        from toolkit.convert import convert
-
-        return convert(job, run, log)
 
 
 # ------------------------------------------------------------------ GPUs
@@ -178,10 +149,10 @@ class DockerRunner:
     name = "docker"
 
     def __init__(self, log: Log | None = None, user: str | None = None, build_options=None):
-        from toolkit.images import engine
+        from toolkit.runners.images import engine
 
         self.client = engine()
-        self.log = log or _quiet
+        self.log = log or (lambda _msg: None)
         self.user = user
         self.build_options = build_options
         self._images: dict[str, str] = {}
@@ -189,7 +160,7 @@ class DockerRunner:
     # images -------------------------------------------------------------
     def image(self, kind: str, variant: str, target=None) -> str:
         """The newest build of this image (`toolkit images build`), built now when there is none."""
-        from toolkit import images
+        from toolkit.runners import images
 
         key = f"{kind}:{variant}"
         if key in self._images:
@@ -291,13 +262,13 @@ class DockerRunner:
         for name in ("paddle_lite_opt", "python"):
             p = d / name
             p.write_text(f"#!{sys.executable}\n# Written by toolkit/runners.py: runs {name} in the converter image.\n"
-                         f"import sys\nsys.path.insert(0, {str(PKG_DIR.parent)!r})\nfrom toolkit.runners import shim_main\n"
+                         f"import sys\nsys.path.insert(0, {str(PKG_DIR.parent)!r})\nfrom toolkit.runners.docker import shim_main\n"
                          f"sys.exit(shim_main({image!r}, {name!r}, sys.argv[1:], {self.user!r}))\n")
             p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         return d
 
     def convert(self, job, run, log=None):
-        from toolkit.convert import convert
+        from toolkit.stages.convert import convert
 
         saved = dict(envs.CONVERTER_OVERRIDE)
         try:
@@ -311,7 +282,7 @@ class DockerRunner:
 
 def shim_main(image: str, program: str, args: list[str], user: str | None = None) -> int:
     """Entry of a converter stand-in: run `program args` in `image`, paths mounted as they are."""
-    from toolkit.images import engine
+    from toolkit.runners.images import engine
 
     try:
         client = engine(timeout=300)
@@ -329,20 +300,3 @@ def shim_main(image: str, program: str, args: list[str], user: str | None = None
     except ToolkitError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-
-
-# ------------------------------------------------------------------ choice
-def get_runner(name: str, log: Log | None = None, device: str = "cpu"):
-    """local, docker, or auto (Docker when an engine answers, else local)."""
-    if name not in RUNNERS:
-        raise ToolkitError(f"--runner {name}: unknown runner", hint="use local, docker or auto")
-    if name == "local":
-        return LocalRunner()
-    if name == "auto":
-        from toolkit.images import engine_answers
-
-        if not engine_answers():
-            (log or _quiet)("runner auto: no Docker engine answers, running locally")
-            return LocalRunner()
-        (log or _quiet)("runner auto: a Docker engine answers, running in containers")
-    return DockerRunner(log=log)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 SYNTH_VERSION = 2  # bump when the output changes, so cached datasets are rebuilt
 DEFAULT_FONT = "<pillow default>"

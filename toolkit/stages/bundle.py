@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 from toolkit.engine import versions as engine_versions
-from toolkit.envs import toolkit_home
+from toolkit.runners.envs import toolkit_home
 from toolkit.errors import ToolkitError
-from toolkit.models import TASKS, ModelSource, load_config
+from toolkit.models.sources import TASKS, ModelSource, load_config
 from toolkit.rundir import RunDir, atomic_dir, atomic_write_json, fingerprint, sha256_file, stage_key
 from toolkit.targets import Target
 
@@ -74,7 +74,7 @@ def build_bundle(job: BundleJob, run: RunDir, target: Target) -> dict:
     metrics_path = run.eval_dir() / "metrics.json"
     if not metrics_path.exists():
         raise ToolkitError("no evaluation results in this run directory", hint=f"run `toolkit evaluate --run-dir {run.root}` first: a bundle carries its metrics")
-    from toolkit.evaluate import summarize_metrics
+    from toolkit.stages.evaluate import summarize_metrics
 
     metrics = summarize_metrics(json.loads(metrics_path.read_text()))
     versions = engine_versions()

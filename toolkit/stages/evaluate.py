@@ -24,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit import data as datamod
+from toolkit.data import datasets as datamod
 from toolkit.errors import ToolkitError
-from toolkit.models import TASKS, ModelSource, load_config
+from toolkit.models.sources import TASKS, ModelSource, load_config
 from toolkit.rundir import RunDir, atomic_write_json, fingerprint, stage_key
 
 X86_TOLERANCE = 1e-4
@@ -115,7 +115,7 @@ def eval_rec(models: dict[str, Path], samples, cfg: dict, threads: int, batch_si
     """Line accuracy / normalized edit distance per model, the texts read, and latency per line."""
     from ppocr.metrics.rec_metric import RecMetric
 
-    from toolkit.models import ctc_decoder
+    from toolkit.models.sources import ctc_decoder
 
     decode = ctc_decoder(cfg)
     images = [datamod.read_image(s.image) for s in samples]

@@ -30,7 +30,7 @@ def _json(path: Path) -> dict | None:
 def build_report(run: RunDir, targets: list[Target], tasks: list[str]) -> dict:
     stages = run.manifest()["stages"]
     metrics_full = _json(run.eval_dir() / "metrics.json") or {}
-    from toolkit.evaluate import summarize_metrics
+    from toolkit.stages.evaluate import summarize_metrics
 
     metrics = summarize_metrics({t: metrics_full[t] for t in tasks if t in metrics_full})
     out_targets: dict = {}
@@ -88,7 +88,7 @@ def merge_deploy_results(run: RunDir) -> dict:
     report = _json(run.report_path()) or {"run_dir": str(run.root)}
     report["deploy"] = deploy_results(run)
     atomic_write_json(run.report_path(), report)
-    from toolkit.report_html import write_html
+    from toolkit.report.page import write_html
 
     write_html(run, report, [t for t in ("det", "rec") if t in (report.get("metrics") or {})])
     return report
@@ -100,7 +100,7 @@ def write_report(run: RunDir, targets: list[Target], tasks: list[str], timings: 
     report.update({"status": "failed" if error else "ok", "error": None if error is None else {"message": error.message, "hint": error.hint},
                    "timings": timings, "command": " ".join(shlex.quote(a) for a in command)})
     atomic_write_json(run.report_path(), report)
-    from toolkit.report_html import write_html
+    from toolkit.report.page import write_html
 
     write_html(run, report, tasks)
     return report

@@ -103,7 +103,7 @@ def _run_state(run_dir: Path) -> dict:
 
 def _sources(run_dir: Path, tasks: list[str], det: str | None, rec: str | None, det_o: list[str], rec_o: list[str]):
     """Model sources from flags, else from what this run directory used before, else the zoo."""
-    from toolkit.models import resolve_source
+    from toolkit.models.sources import resolve_source
     from toolkit.rundir import atomic_write_json
 
     state = _run_state(run_dir)
@@ -180,7 +180,7 @@ def targets_show(name: str, as_json: bool = JSON):
 @models_app.command("list")
 def models_list(as_json: bool = JSON):
     """List the built-in models (real PP-OCRv4 mobile weights, no download)."""
-    from toolkit.models import zoo_table
+    from toolkit.models.sources import zoo_table
 
     rows = zoo_table()
     emit(rows, as_json, "\n".join(f"{r['name']:<26} {r['task']}  {r['bytes'] / 1e6:5.1f} MB  {r['description']}" for r in rows))
@@ -191,7 +191,7 @@ def data_synth(out: Path = typer.Option(Path("data/synth"), "--out", help="Outpu
                det_train: int = 40, det_eval: int = 100, rec_train: int = 800, rec_eval: int = 500,
                seed: int = 0, as_json: bool = JSON):
     """Render a det set and a rec set of realistic text images with PaddleOCR labels."""
-    from toolkit.synth import synth_dataset
+    from toolkit.data.synth import synth_dataset
 
     ui = UI(as_json)
     summary = synth_dataset(out, det_train, det_eval, rec_train, rec_eval, seed=seed, progress=ui.progress("synth"))
@@ -201,8 +201,8 @@ def data_synth(out: Path = typer.Option(Path("data/synth"), "--out", help="Outpu
 @data_app.command("check")
 def data_check(data: Path = typer.Option(..., "--data"), skip_bad_labels: bool = False, as_json: bool = JSON):
     """Validate a dataset's label files (file:line for every problem)."""
-    from toolkit.data import label_file
-    from toolkit.labels import read_det_labels, read_rec_labels
+    from toolkit.data.datasets import label_file
+    from toolkit.data.labels import read_det_labels, read_rec_labels
 
     rows = {}
     for task, reader in (("det", read_det_labels), ("rec", read_rec_labels)):
@@ -217,7 +217,7 @@ def data_check(data: Path = typer.Option(..., "--data"), skip_bad_labels: bool =
 @app.command()
 def setup(target: Optional[List[str]] = typer.Option(None, "--target"), all_targets: bool = typer.Option(True, "--all-targets/--no-all-targets")):
     """Create the converter environment(s) (Paddle Lite's Python) the targets need."""
-    from toolkit.envs import ensure_converter
+    from toolkit.runners.envs import ensure_converter
 
     ui = UI()
     done = set()
@@ -263,8 +263,8 @@ def quantize(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] =
              nodes: Optional[str] = typer.Option(None, "--nodes", help="host1,host2,...: multi-node QAT; run the same command on every node."),
              master: Optional[str] = typer.Option(None, "--master", help="HOST:PORT of the launcher's master (with --nodes), the same on every node.")):
     """Quantization-aware training (or PTQ) of det and/or rec."""
-    from toolkit.distributed import parse_options
-    from toolkit.quantize import QuantJob, quantize as run_quantize
+    from toolkit.stages.quantize.distributed import parse_options
+    from toolkit.stages.quantize.stage import QuantJob, quantize as run_quantize
     from toolkit.rundir import RunDir
 
     ui = UI(as_json)
@@ -286,7 +286,7 @@ def quantize(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] =
 @app.command()
 def export(run_dir: Path = RUN_DIR, tasks: str = TASKS, runner: str = RUNNER, as_json: bool = JSON):
     """Export the float baseline and the quantized inference models."""
-    from toolkit.export import ExportJob, export as run_export
+    from toolkit.stages.export import ExportJob, export as run_export
     from toolkit.rundir import RunDir
 
     ui = UI(as_json)
@@ -301,7 +301,7 @@ def export(run_dir: Path = RUN_DIR, tasks: str = TASKS, runner: str = RUNNER, as
 def convert(run_dir: Path = RUN_DIR, tasks: str = TASKS, target: Optional[List[str]] = typer.Option(None, "--target"),
             all_targets: bool = typer.Option(False, "--all-targets"), runner: str = RUNNER, as_json: bool = JSON):
     """Convert to Paddle Lite .nb for each target (and the x86 equivalence check)."""
-    from toolkit.convert import ConvertJob, convert as run_convert
+    from toolkit.stages.convert import ConvertJob, convert as run_convert
     from toolkit.rundir import RunDir
 
     ui = UI(as_json)
@@ -323,7 +323,7 @@ def analyze(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] = 
     """Per-layer quantization sensitivity: quantize one layer at a time, rank by output error, and show
     how the task metric recovers as the top-ranked layers stay float."""
     from toolkit.rundir import RunDir
-    from toolkit.sensitivity import AnalyzeJob, analyze as run_analyze
+    from toolkit.stages.quantize.search import AnalyzeJob, analyze as run_analyze
 
     ui = UI(as_json)
     ts = _tasks(tasks)
@@ -349,7 +349,7 @@ def evaluate(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[Path] =
              limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N samples."),
              skip_bad_labels: bool = typer.Option(False, "--skip-bad-labels"), runner: str = RUNNER, as_json: bool = JSON):
     """Float vs quantized on the eval split with Paddle Inference."""
-    from toolkit.evaluate import EvalJob, evaluate as run_evaluate
+    from toolkit.stages.evaluate import EvalJob, evaluate as run_evaluate
     from toolkit.rundir import RunDir
 
     ui = UI(as_json)
@@ -372,7 +372,7 @@ def _metrics_table(res: dict) -> str:
 def bundle(run_dir: Path = RUN_DIR, tasks: str = TASKS, target: Optional[List[str]] = typer.Option(None, "--target"),
            all_targets: bool = typer.Option(False, "--all-targets"), as_json: bool = JSON):
     """Assemble the device bundle per target."""
-    from toolkit.bundle import BundleJob, bundle as run_bundle
+    from toolkit.stages.bundle import BundleJob, bundle as run_bundle
     from toolkit.rundir import RunDir
 
     ui = UI(as_json)
@@ -405,7 +405,7 @@ def deploy(target: str = typer.Option("android-arm64", "--target"),
            ssh_key: Optional[Path] = SSH_OPTS["key"], known_hosts: Optional[Path] = SSH_OPTS["known_hosts"],
            accept_new_host_keys: bool = SSH_OPTS["accept_new"], run_dir: Path = RUN_DIR, as_json: bool = JSON):
     """Install the target's bundle on devices atomically (the previous one keeps working on failure), in parallel."""
-    from toolkit.deploy import DeployJob, deploy_devices, resolve_devices
+    from toolkit.stages.deploy import DeployJob, deploy_devices, resolve_devices
     from toolkit.rundir import RunDir
     from toolkit.targets import get_target
 
@@ -438,7 +438,7 @@ def devices(device: Optional[List[str]] = typer.Option(None, "--device", help="A
             ssh_key: Optional[Path] = SSH_OPTS["key"], known_hosts: Optional[Path] = SSH_OPTS["known_hosts"],
             accept_new_host_keys: bool = SSH_OPTS["accept_new"], as_json: bool = JSON):
     """Connected adb devices (and any --device named), their ABIs and the targets that accept them."""
-    from toolkit.deploy import list_devices
+    from toolkit.stages.deploy import list_devices
     from toolkit.targets import list_targets
 
     rows = list_devices(list_targets(), device or [], _ssh_options(ssh_key, known_hosts, accept_new_host_keys))
@@ -481,7 +481,7 @@ def run_cmd(target: Optional[List[str]] = typer.Option(None, "--target", help="R
         atomic_write_json(Path(run_dir) / "run.json", {**_run_state(run_dir), "data_dir": str(run.data())})
     report = run_all(job, run, ui)
     if deploy_to:
-        from toolkit.deploy import DeployJob, deploy as run_deploy
+        from toolkit.stages.deploy import DeployJob, deploy as run_deploy
 
         report["deploy"] = run_deploy(DeployJob(targets[0], deploy_to), run)
     lines = [_metrics_table(report["metrics"])]
@@ -500,7 +500,7 @@ def run_cmd(target: Optional[List[str]] = typer.Option(None, "--target", help="R
 def report(run_dir: Path = RUN_DIR, tasks: str = TASKS, target: Optional[List[str]] = typer.Option(None, "--target"),
            all_targets: bool = typer.Option(True, "--all-targets/--no-all-targets"), as_json: bool = JSON):
     """Rebuild report.json and report.html from what the stages recorded."""
-    from toolkit import report as reportmod
+    from toolkit.report import summary as reportmod
     from toolkit.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -525,7 +525,7 @@ def images_build(target: Optional[List[str]] = typer.Option(None, "--target", he
                  ndk_sha256: Optional[str] = typer.Option(None, "--ndk-sha256", help="sha256 of the Android NDK zip (android-* runtime images)."),
                  force: bool = typer.Option(False, "--force", help="Rebuild even when the tag exists."), as_json: bool = JSON):
     """Build the images (tagged by a hash of their inputs: unchanged images are not rebuilt)."""
-    from toolkit.images import BuildOptions, build_images
+    from toolkit.runners.images import BuildOptions, build_images
 
     ui = UI(as_json)
     shas = {}
@@ -545,7 +545,7 @@ def images_build(target: Optional[List[str]] = typer.Option(None, "--target", he
 @app.command()
 def doctor(target: Optional[List[str]] = typer.Option(None, "--target"), as_json: bool = JSON):
     """Engine, GPUs, adb, interpreters, converter environments, images: what is there and the fix for what is not."""
-    from toolkit.doctor import checks, render
+    from toolkit.runners.doctor import checks, render
     from toolkit.targets import list_targets
 
     rows = checks(_targets(target) if target else list_targets())

@@ -18,7 +18,7 @@ import pyclipper
 from shapely.geometry import Polygon
 
 from toolkit.errors import ToolkitError
-from toolkit.labels import DetSample, RecSample, read_det_labels, read_rec_labels
+from toolkit.data.labels import DetSample, RecSample, read_det_labels, read_rec_labels
 from toolkit.rundir import fingerprint as fp_paths
 
 SPLITS = ("train", "eval")
@@ -42,7 +42,7 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def charset(cfg: dict) -> set[str]:
-    from toolkit.models import dictionary_chars
+    from toolkit.models.sources import dictionary_chars
 
     return set(dictionary_chars(cfg))
 
@@ -195,7 +195,7 @@ def training_batches(task: str, data_dir: Path, cfg: dict, settings: dict, seed:
 
         return _Batches(len(samples), make)
 
-    from toolkit.models import dictionary_chars
+    from toolkit.models.sources import dictionary_chars
 
     index = {c: i + 1 for i, c in enumerate(dictionary_chars(cfg))}  # 0 is the CTC blank
     max_len = int(cfg["Global"].get("max_text_length", 25))

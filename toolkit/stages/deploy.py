@@ -2,7 +2,7 @@
 on request, run the bundle's smoke command and a benchmark there.
 
 Per device: check ABI (against target.accepted_abis) and free space (against the bundle
-size), install as a new release (see toolkit/transports.py), then run the on-device runner:
+size), install as a new release (see toolkit/devices/base.py), then run the on-device runner:
 
   cd <root>/current && LD_LIBRARY_PATH=runtime/lib runtime/bin/ppocr_runner --config config.json
       --image test/image.jpg --threads N --power-mode MODE --warmup W --repeats R
@@ -27,7 +27,7 @@ from typing import Callable
 from toolkit.errors import ToolkitError
 from toolkit.rundir import RunDir, atomic_write_json
 from toolkit.targets import Target
-from toolkit.transports import open_transport
+from toolkit.devices import open_transport
 
 RUNNER = "runtime/bin/ppocr_runner"
 TEST_IMAGE = "test/image.jpg"
@@ -109,7 +109,7 @@ def _install(job: DeployJob, run: RunDir, transport, res: dict, log) -> dict:
     if not manifest_path.exists():
         raise ToolkitError(f"no bundle for {job.target.name} in {run.root}", hint=f"run `toolkit bundle --target {job.target.name} --run-dir {run.root}` first")
     manifest = json.loads(manifest_path.read_text())
-    root = job.target.transport.device_dir
+    root = transport.root(job.target.transport.device_dir)
     facts = transport.facts(root)
     res["facts"] = facts
     abis = facts.get("abis") or ([facts["abi"]] if facts.get("abi") else [])
@@ -151,7 +151,7 @@ def _run_runner(job: DeployJob, run: RunDir, transport, kind: str) -> dict:
     warmup, repeats = (0, 1) if kind == "smoke" else (job.warmup, job.repeats)
     argv = runner_argv(d.threads, d.power_mode, warmup, repeats)
     t0 = time.monotonic()
-    r = transport.run(argv, cwd=f"{job.target.transport.device_dir}/current", env={"LD_LIBRARY_PATH": "runtime/lib"})
+    r = transport.run(argv, cwd=f"{transport.root(job.target.transport.device_dir)}/current", env={"LD_LIBRARY_PATH": "runtime/lib"})
     seconds = round(time.monotonic() - t0, 2)
     out_dir = run.root / "deploy" / job.target.name / _slug(transport.name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,7 @@ def _release_id(manifest: dict) -> str:
 
 
 def _merge_report(run: RunDir) -> None:
-    from toolkit.report import merge_deploy_results
+    from toolkit.report.summary import merge_deploy_results
 
     merge_deploy_results(run)
 
@@ -197,7 +197,7 @@ def resolve_devices(target: Target, devices: list[str], serials: list[str], all_
         if target.transport.kind != "adb":
             raise ToolkitError(f"--all-devices lists adb devices; {target.name} deploys over {target.transport.kind}",
                                hint="name each board: --device ssh:user@host")
-        from toolkit.transports import adb_devices
+        from toolkit.devices.adb import adb_devices
 
         online = [f"adb:{d['serial']}" for d in adb_devices() if d["state"] == "device"]
         if not online:
@@ -208,7 +208,7 @@ def resolve_devices(target: Target, devices: list[str], serials: list[str], all_
 
 def list_devices(targets: list[Target], extra: list[str] | None = None, ssh: dict | None = None) -> list[dict]:
     """Connected adb devices (plus any named specs), their ABIs and the targets that accept them."""
-    from toolkit.transports import AdbTransport, adb_devices
+    from toolkit.devices.adb import AdbTransport, adb_devices
 
     rows = []
     specs = [(f"adb:{d['serial']}", d) for d in adb_devices()] + [(s, {}) for s in (extra or [])]

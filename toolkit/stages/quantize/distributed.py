@@ -3,7 +3,7 @@
 The `toolkit quantize --devices 0,1,2,3` (GPUs) or `--nproc N` (CPU processes, gloo backend)
 process is the parent: it runs the pre-training float-fallback search once (search.json, which
 every rank reads), writes the job to quant/<task>/dist_job.json, and starts the launcher in
-collective mode with `-m toolkit.distributed <job json>` as each rank's program; with
+collective mode with `-m toolkit.stages.quantize.distributed <job json>` as each rank's program; with
 `--nodes host1,host2 --master host1:port` each node runs the same command and its launcher
 joins the others through the master. Each rank runs the one QAT loop, quantize.run_qat, with
 its rank and the world size: the model in paddle.DataParallel, its slice of the step's global
@@ -32,7 +32,7 @@ from typing import Callable
 
 from toolkit.errors import ToolkitError
 
-PKG_DIR = Path(__file__).resolve().parent
+from toolkit.share import PACKAGE as PKG_DIR  # noqa: E402
 
 
 # ------------------------------------------------------------------ the plan
@@ -112,8 +112,8 @@ def _job_json(job) -> dict:
 
 
 def _job_from_json(d: dict):
-    from toolkit.models import ModelSource
-    from toolkit.quantize import QuantJob
+    from toolkit.models.sources import ModelSource
+    from toolkit.stages.quantize.stage import QuantJob
 
     s = dict(d["source"])
     for k in ("config", "inference_dir", "checkpoint"):
@@ -128,8 +128,8 @@ def launcher_argv(dist: dict, log_dir: Path, job_file: Path, task: str) -> list[
     argv += ["--devices", dist["devices"]] if dist.get("devices") else ["--nproc_per_node", str(dist.get("nproc") or 1)]
     if dist.get("nodes"):
         argv += ["--nnodes", str(len(dist["nodes"])), "--master", dist["master"], "--rank", str(node_rank(dist))]
-    # A non-.py program is run as given: each rank is `python -u -m toolkit.distributed JOB`.
-    return argv + [sys.executable, "-u", "-m", "toolkit.distributed", str(job_file)]
+    # A non-.py program is run as given: each rank is `python -u -m toolkit.stages.quantize.distributed JOB`.
+    return argv + [sys.executable, "-u", "-m", "toolkit.stages.quantize.distributed", str(job_file)]
 
 
 def _tail(path: Path, n: int = 3) -> list[str]:
@@ -152,7 +152,7 @@ def _why(code: int) -> str:
 
 def _failure(job, world: int, code: int, log_dir: Path) -> ToolkitError:
     """The launcher ended with an error: which rank, why, its log and the way on."""
-    from toolkit.quantize import _latest_checkpoint
+    from toolkit.stages.quantize.stage import _latest_checkpoint
 
     latest = _latest_checkpoint(Path(log_dir).parent / "ckpt")
     resume = (f"`--resume` continues from the last checkpoint (step {latest[0]})" if latest
@@ -179,7 +179,7 @@ def _failure(job, world: int, code: int, log_dir: Path) -> ToolkitError:
 
 def launch(job, run, progress: Callable[[int, int, float], None] | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Run the QAT of `job` data-parallel through paddle.distributed.launch; returns rank 0's qat.json."""
-    from toolkit.quantize import search_before_training
+    from toolkit.stages.quantize.stage import search_before_training
     from toolkit.rundir import atomic_write_json
 
     dist = job.dist or {}
@@ -241,7 +241,7 @@ def launch(job, run, progress: Callable[[int, int, float], None] | None = None, 
 
 
 def _steps(job) -> int | None:
-    from toolkit.models import load_config
+    from toolkit.models.sources import load_config
 
     try:
         cfg = load_config(job.source.config, tuple(job.source.overrides))
@@ -269,7 +269,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def worker(job_file: str) -> int:
     """One rank: set up paddle.distributed, run the QAT loop with this rank and the world size."""
     from toolkit.engine import paddle
-    from toolkit.quantize import _set_device, run_qat
+    from toolkit.stages.quantize.stage import _set_device, run_qat
     from toolkit.rundir import RunDir
 
     try:
@@ -294,6 +294,6 @@ if __name__ == "__main__":
     warnings.filterwarnings("ignore", category=UserWarning)  # library chatter (setuptools, paddle), as the CLI does
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     if len(sys.argv) != 2:
-        print("usage: python -m paddle.distributed.launch ... python -m toolkit.distributed JOB.json", file=sys.stderr)
+        print("usage: python -m paddle.distributed.launch ... python -m toolkit.stages.quantize.distributed JOB.json", file=sys.stderr)
         sys.exit(2)
     sys.exit(worker(sys.argv[1]))

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from toolkit.envs import find_python, toolkit_home
+from toolkit.runners.envs import find_python, toolkit_home
 from toolkit.errors import ToolkitError
+from toolkit.share import docker_dir
 from toolkit.targets import Target
 
-DOCKER_DIR = Path(__file__).resolve().parent.parent / "docker"
+DOCKER_DIR = docker_dir()
 BASE_NAME = "toolkit-base:bookworm-minbase"
 TRAINER = "toolkit-trainer"
 CONVERTER = "toolkit-converter"
@@ -344,7 +345,7 @@ def build(client, spec: ImageSpec, base_ref: str, log: Log, force: bool = False)
         client.api.tag(tag, *spec.alias.split(":"))
         log(f"{tag}: up to date, no build")
         return {"kind": spec.kind, "tag": tag, "built": False, "seconds": 0.0}
-    log(f"{tag}: building ({spec.dockerfile.relative_to(DOCKER_DIR.parent)})")
+    log(f"{tag}: building ({spec.dockerfile.name})")
     t0 = time.monotonic()
     logdir = toolkit_home() / "images" / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -452,7 +453,7 @@ def export_runtime(client, tag: str, target: Target, log: Log) -> Path:
     """Copy the runtime image's /opt/runtime/{bin,lib} to TOOLKIT_HOME/runtime/<target>/ (what bundles carry)."""
     import io
 
-    from toolkit.bundle import runtime_dir
+    from toolkit.stages.bundle import runtime_dir
 
     dest = runtime_dir(target)
     c = client.containers.create(tag, command=["true"])

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit import data as datamod
+from toolkit.data import datasets as datamod
 from toolkit.errors import ToolkitError
 from toolkit.rundir import RunDir, atomic_write_json, stage_key
 
@@ -126,7 +126,7 @@ class SearchSet:
             return {"ok": 100 * (float_metric - m) <= budget_points, "metric": m, "samples": n}
         from ppocr.metrics.rec_metric import RecMetric
 
-        from toolkit.models import ctc_decoder
+        from toolkit.models.sources import ctc_decoder
 
         decode = ctc_decoder(self.cfg)
         rm = RecMetric(ignore_space=bool((self.cfg.get("Metric") or {}).get("ignore_space", True)))
@@ -146,7 +146,7 @@ class SearchSet:
         if self.task == "rec":
             from ppocr.metrics.rec_metric import RecMetric
 
-            from toolkit.models import ctc_decoder
+            from toolkit.models.sources import ctc_decoder
 
             texts = [t for t, _ in ctc_decoder(self.cfg)(outs[0])]
             m = RecMetric(ignore_space=bool((self.cfg.get("Metric") or {}).get("ignore_space", True)))
@@ -154,7 +154,7 @@ class SearchSet:
             return float(m.get_metric()["acc"])
         from ppocr.metrics.det_metric import DetMetric
 
-        from toolkit.evaluate import det_postprocess
+        from toolkit.stages.evaluate import det_postprocess
 
         post, metric = det_postprocess(self.cfg), DetMetric()
         for prob, (_, shape), s in zip(outs, self.inputs, self.samples):
@@ -177,7 +177,7 @@ class SearchSet:
 def calibrate(model, batches: list[np.ndarray]) -> None:
     """Let the activation observers see real data (no weight update), then switch to eval."""
     from toolkit.engine import paddle
-    from toolkit.quantize import _freeze_norms
+    from toolkit.stages.quantize.stage import _freeze_norms
 
     pd = paddle()
     _freeze_norms(model)
@@ -238,8 +238,8 @@ class AnalyzeJob:
 
 def prepare(task: str, source, data_dir: Path, settings: dict, seed: int, skip_bad: bool, load=None):
     """A QAT-wrapped, calibrated model with its switch, the search set and the float reference."""
-    from toolkit.models import build_model
-    from toolkit.quantize import wrap_qat
+    from toolkit.models.sources import build_model
+    from toolkit.stages.quantize.stage import wrap_qat
 
     loaded = load or build_model(source)
     search = SearchSet.load(task, data_dir, loaded.config, settings, skip_bad)
@@ -256,8 +256,8 @@ def prepare(task: str, source, data_dir: Path, settings: dict, seed: int, skip_b
 
 def analyze(job: AnalyzeJob, run: RunDir, progress=None, log=None) -> dict:
     """Entry point of `toolkit analyze`: analyze/<task>/sensitivity.json, the ranked layers."""
-    from toolkit.models import load_config
-    from toolkit.quantize import QuantJob
+    from toolkit.models.sources import load_config
+    from toolkit.stages.quantize.stage import QuantJob
 
     cfg = load_config(job.source.config, job.source.overrides)
     settings = QuantJob(task=job.task, source=job.source, data_dir=job.data_dir).settings(cfg)
@@ -308,7 +308,7 @@ def before_training(loaded, settings: dict, job, log: Callable[[str], None] | No
     only ranked when the fully quantized model misses that target."""
     import copy
 
-    from toolkit.models import LoadedModel
+    from toolkit.models.sources import LoadedModel
 
     t0 = time.monotonic()
     work = LoadedModel(**{**loaded.__dict__, "model": copy.deepcopy(loaded.model)})
@@ -334,7 +334,7 @@ def after_training(model, settings: dict, search_info: dict, job, log: Callable[
     """Measure the trained model on the whole search set; keep more layers float (next in the
     ranking, made now if the model was not ranked before) until the drop is within the budget
     minus `search_margin` (the eval split is a different sample of the same data)."""
-    from toolkit.models import load_config
+    from toolkit.models.sources import load_config
 
     t0 = time.monotonic()
     cfg = load_config(job.source.config, job.source.overrides)

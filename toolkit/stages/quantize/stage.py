@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Callable
 
 
-from toolkit import data as datamod
-from toolkit import sensitivity as fallback
+from toolkit.data import datasets as datamod
+from toolkit.stages.quantize import search as fallback
 from toolkit.errors import ToolkitError
-from toolkit.models import ModelSource, build_model, skip_quant_layers
+from toolkit.models.sources import ModelSource, build_model, skip_quant_layers
 from toolkit.rundir import RunDir, atomic_write_json, stage_key
 
 
@@ -357,7 +357,7 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
 
 def run_ptq(job: QuantJob, run: RunDir) -> dict:
     """Post-training quantization of the float export with PaddleSlim's quant_post_static."""
-    from toolkit import export as exportmod
+    from toolkit.stages import export as exportmod
     from toolkit.engine import paddle
 
     pd = paddle()
@@ -411,7 +411,7 @@ def quantize(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], N
     data_fp = datamod.fingerprint(job.task, job.data_dir)
     fields = {k: v for k, v in asdict(job).items() if k not in ("resume", "source", "data_dir", "skip_bad_labels", "dist")}
     if job.dist and job.method == "qat":  # the rank count changes the result; hosts and ports do not
-        from toolkit.distributed import world_size
+        from toolkit.stages.quantize.distributed import world_size
 
         fields["world_size"] = world_size(job.dist)
     key = stage_key(job=fields, source=job.source.fingerprint(), data=data_fp)
@@ -420,7 +420,7 @@ def quantize(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], N
 
     def work():
         if job.method == "qat" and job.dist:
-            from toolkit.distributed import launch
+            from toolkit.stages.quantize.distributed import launch
 
             return launch(job, run, progress, log), outputs
         info = run_qat(job, run, progress) if job.method == "qat" else run_ptq(job, run)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from toolkit.errors import ToolkitError
-from toolkit.models import LoadedModel, ModelSource, build_model, input_spec
+from toolkit.models.sources import LoadedModel, ModelSource, build_model, input_spec
 from toolkit.rundir import RunDir, atomic_dir, atomic_write_bytes, fingerprint, stage_key
 
 
@@ -88,8 +88,8 @@ def save_quantized(source: ModelSource, qat_state: Path, settings: dict, out_dir
     from paddleslim.dygraph.quant import QAT
 
     from toolkit.engine import paddle
-    from toolkit.quantize import qat_config
-    from toolkit.models import skip_quant_layers
+    from toolkit.stages.quantize.stage import qat_config
+    from toolkit.models.sources import skip_quant_layers
 
     pd = paddle()
     loaded = build_model(source, load_weights=False)

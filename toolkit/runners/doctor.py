@@ -27,9 +27,9 @@ def _run(argv: list[str]) -> str | None:
 
 
 def checks(targets: list[Target]) -> list[dict]:
-    from toolkit import images
-    from toolkit.bundle import runtime_dir
-    from toolkit.envs import converter_dir, find_python
+    from toolkit.runners import images
+    from toolkit.stages.bundle import runtime_dir
+    from toolkit.runners.envs import converter_dir, find_python
     from toolkit.errors import ToolkitError
 
     out: list[dict] = []
@@ -49,7 +49,7 @@ def checks(targets: list[Target]) -> list[dict]:
     gpu_detail = f"{len(smi.splitlines())} GPU(s): {smi.splitlines()[0]}" if smi else (f"{len(host_gpus)} NVIDIA device node(s)" if host_gpus else "no NVIDIA GPU")
     out.append(_check("host GPUs", True if (smi or host_gpus) else None, gpu_detail))
     if client is not None:
-        from toolkit.runners import gpu_status
+        from toolkit.runners.docker import gpu_status
 
         st = gpu_status(client)
         if st["nvidia_runtime"]:

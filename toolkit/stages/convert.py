@@ -21,9 +21,10 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.envs import converter_bin
+from toolkit.runners.envs import converter_bin
 from toolkit.errors import ToolkitError
-from toolkit.models import TASKS
+from toolkit.share import PACKAGE
+from toolkit.models.sources import TASKS
 from toolkit.rundir import RunDir, atomic_write_json, fingerprint, stage_key
 from toolkit.targets import Target
 
@@ -87,7 +88,7 @@ def x86_reference(run: RunDir, target: Target, task: str) -> dict:
     secs = run_opt(target, run.float_model(task), nb, valid_targets=["x86"])
     x = np.random.default_rng(0).uniform(-1, 1, X86_INPUT_SHAPE[task]).astype("float32")
     np.save(d / f"{task}.in.npy", x)
-    runner = Path(__file__).with_name("lite_runner.py")
+    runner = PACKAGE / "runners" / "lite_runner.py"
     r = subprocess.run([str(converter_bin(target)), str(runner), str(nb), str(d / f"{task}.in.npy"), str(d / f"{task}.out.npy")],
                        capture_output=True, text=True)
     if r.returncode != 0:

@@ -1,0 +1,27 @@
+"""The local runner: every stage in this Python (the trainer stages) and the converter venv."""
+
+from __future__ import annotations
+
+
+class LocalRunner:
+    name = "local"
+
+    def quantize(self, job, run, progress=None, log=None):
+        from toolkit.stages.quantize.stage import quantize
+
+        return quantize(job, run, progress=progress, log=log)
+
+    def export(self, job, run, log=None):
+        from toolkit.stages.export import export
+
+        return export(job, run, log) if log else export(job, run)
+
+    def evaluate(self, job, run, log=None):
+        from toolkit.stages.evaluate import evaluate
+
+        return evaluate(job, run, log) if log else evaluate(job, run)
+
+    def convert(self, job, run, log=None):
+        from toolkit.stages.convert import convert
+
+        return convert(job, run, log)

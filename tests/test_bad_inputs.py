@@ -60,5 +60,6 @@ def test_unknown_zoo_model_and_bad_task(tmp_path):
 
 
 def test_stage_out_of_order_says_what_to_run(tmp_path):
+    (tmp_path / "run").mkdir()
     proc = toolkit("convert", "--run-dir", tmp_path / "run")
     assert_clean_failure(proc, "no exported model", "toolkit export")

@@ -83,15 +83,15 @@ def test_two_cpu_ranks_match_one_process_on_the_same_global_batch(runs):
     assert max_abs <= 3 * lr * STEPS
 
 
-def _rank_pid(job_file: Path, rank: int, deadline: float) -> int | None:
-    """The pid of the rank process of this job (paddle's launcher sets PADDLE_TRAINER_ID)."""
+def _rank_pid(run: Path, rank: int, deadline: float) -> int | None:
+    """The pid of the rank process of this run's job (paddle's launcher sets PADDLE_TRAINER_ID)."""
     while time.monotonic() < deadline:
         for d in Path("/proc").iterdir():
             if not d.name.isdigit():
                 continue
             try:
                 cmd = (d / "cmdline").read_bytes().split(b"\0")
-                if b"toolkit.stages.quantize.distributed" not in cmd or str(job_file).encode() not in cmd:
+                if b"toolkit.stages.quantize.distributed" not in cmd or str(run.resolve()).encode() not in cmd:
                     continue
                 env = (d / "environ").read_bytes().split(b"\0")
             except OSError:
@@ -113,7 +113,7 @@ def test_killed_rank_ends_the_job_clearly_and_resume_continues(runs, small_data,
     deadline = time.monotonic() + 300
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    pid = _rank_pid(qdir / "dist_job.json", 1, time.monotonic() + 10)
+    pid = _rank_pid(run, 1, time.monotonic() + 10)
     assert ckpt.exists() and pid is not None, proc.poll()
     os.kill(pid, signal.SIGKILL)  # one rank, as hard as a lost machine
     out, err = proc.communicate(timeout=120)
@@ -133,31 +133,34 @@ def test_killed_rank_ends_the_job_clearly_and_resume_continues(runs, small_data,
 
 def test_flags_make_the_launch_command(tmp_path, monkeypatch):
     """Quick: the CLI flags as the launcher's arguments, the rank count and the batch/lr rule."""
-    from toolkit.stages.quantize.distributed import launcher_argv, parse_options, world_size
+    from toolkit.cli.options import build
     from toolkit.errors import ToolkitError
-    from toolkit.models.sources import CONFIG_DIR, load_config, resolve_source
-    from toolkit.stages.quantize.stage import QuantJob, scale_for_world
+    from toolkit.jobs import QuantOptions
+    from toolkit.models.sources import resolve_source
+    from toolkit.stages.quantize.distributed import launcher_argv
+    from toolkit.stages.quantize.settings import scale_for_world, settings_for
 
-    assert parse_options(None, None, None, None, "cpu") == (None, "cpu")
-    dist, device = parse_options("0,1,2,3", None, "host1,host2", "host1:6170", "cpu")
-    assert device == "gpu" and world_size(dist) == 8
+    assert QuantOptions().distributed(2) is None and QuantOptions(nproc="auto").distributed(1) is None
+    assert QuantOptions(nproc="auto").distributed(2).world_size == 2
+    opts = QuantOptions(devices="0,1,2,3", nodes="host1,host2", master="host1:6170")
+    dist = opts.distributed()
+    assert opts.device == "gpu" and dist.world_size == 8
     monkeypatch.setenv("TOOLKIT_NODE_RANK", "1")
-    argv = launcher_argv(dist, tmp_path / "logs", tmp_path / "job.json", "det")
+    argv = launcher_argv(dist, tmp_path / "logs", tmp_path, "quantize-det", "det")
     i = argv.index("paddle.distributed.launch")
     assert argv[i + 1:i + 5] == ["--log_dir", str(tmp_path / "logs"), "--job_id", "toolkit-qat-det"]
     assert "--devices" in argv and argv[argv.index("--devices") + 1] == "0,1,2,3"
     assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--master") + 1] == "host1:6170"
-    assert argv[argv.index("--rank") + 1] == "1" and argv[-3:] == ["-m", "toolkit.stages.quantize.distributed", str(tmp_path / "job.json")]
-    for bad in (("0,1", 2, None, None), (None, 2, "h1,h2", None), (None, 2, None, "h1:1"), ("a,b", None, None, None)):
+    assert argv[argv.index("--rank") + 1] == "1" and argv[-4:] == ["-m", "toolkit.stages.quantize.distributed", str(tmp_path), "quantize-det"]
+    for bad in ({"devices": "0,1", "nproc": "2"}, {"nproc": "2", "nodes": "h1,h2"}, {"nproc": "2", "master": "h1:1"}, {"devices": "a,b"},
+                {"nproc": "0"}):
         with pytest.raises(ToolkitError):
-            parse_options(*bad, "cpu")
+            build(QuantOptions, bad)
 
-    cfg = load_config(CONFIG_DIR / "PP-OCRv4_mobile_det.yml")
-    job = QuantJob(task="det", source=resolve_source("det", None), data_dir=tmp_path)
-    base = job.settings(cfg)
-    s = scale_for_world(job, cfg, base, 4)  # default: the config's batch per rank, lr x 4
-    assert (s["batch_size"], s["batch_per_rank"], s["lr_scale"]) == (16, 4, 4.0)
-    assert s["learning_rate"] == pytest.approx(4 * base["learning_rate"])
-    job.batch_size = 6
+    src = resolve_source("det", None)
+    base = settings_for("det", src.load_config(), src.config, QuantOptions())
+    s = scale_for_world(base, QuantOptions(), 4, "det")  # default: the config's batch per rank, lr x 4
+    assert (s.batch_size, s.batch_per_rank, s.lr_scale) == (4 * base.batch_size, base.batch_size, 4.0)
+    assert s.learning_rate == pytest.approx(4 * base.learning_rate)
     with pytest.raises(ToolkitError, match="does not split evenly"):
-        scale_for_world(job, cfg, base, 4)
+        scale_for_world(settings_for("det", src.load_config(), src.config, QuantOptions(batch_size=6)), QuantOptions(batch_size=6), 4, "det")

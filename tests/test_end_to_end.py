@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_clean_failure, toolkit
-from toolkit.rundir import sha256_file
+from toolkit.digest import sha256_file
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from toolkit.stages.deploy import DeployJob, deploy
+from toolkit.digest import hash_json, sha256_file
 from toolkit.errors import ToolkitError
-from toolkit.rundir import RunDir, atomic_dir, sha256_file, stage_key
+from toolkit.jobs import DeployJob
+from toolkit.rundir import RunDir, atomic_dir
+from toolkit.stages.deploy import deploy
 from toolkit.targets import get_target
 
 
@@ -22,12 +24,12 @@ def test_stage_skipped_only_when_key_and_outputs_match(tmp_path):
         out.write_text(text)
         return {"n": len(calls)}, [out]
 
-    k = stage_key(x=1)
+    k = hash_json({'x': 1})
     assert run.run_stage("s", k, work)["skipped"] is False
     assert run.run_stage("s", k, work)["skipped"] is True          # same key, same output
-    assert run.run_stage("s", stage_key(x=2), work)["skipped"] is False  # new inputs
+    assert run.run_stage("s", hash_json({'x': 2}), work)["skipped"] is False  # new inputs
     out.write_text("tampered")
-    assert run.run_stage("s", stage_key(x=2), work)["skipped"] is False  # output changed behind our back
+    assert run.run_stage("s", hash_json({'x': 2}), work)["skipped"] is False  # output changed behind our back
     assert len(calls) == 3
 
 
@@ -59,11 +61,11 @@ def test_dir_deploy_is_atomic_and_skips_unchanged_files(tmp_path, monkeypatch):
     target = get_target("android-arm64")
     dev = tmp_path / "device"
     _fake_bundle(run, target.name, {"models/det.nb": b"det-v1", "models/rec.nb": b"rec-v1"})
-    first = deploy(DeployJob(target, f"dir:{dev}"), run)
+    first = deploy(DeployJob(target=target, device=f"dir:{dev}"), run)
     assert first["sent"] == 3 and (dev / "current" / "models" / "det.nb").read_bytes() == b"det-v1"
 
     _fake_bundle(run, target.name, {"models/det.nb": b"det-v1", "models/rec.nb": b"rec-v2"})
-    second = deploy(DeployJob(target, f"dir:{dev}"), run)
+    second = deploy(DeployJob(target=target, device=f"dir:{dev}"), run)
     assert second["unchanged"] == 1 and second["sent"] == 2  # det.nb reused; rec.nb and manifest sent
     assert second["previous_release"] == first["release"]
     assert (dev / "current" / "models" / "rec.nb").read_bytes() == b"rec-v2"
@@ -82,11 +84,11 @@ def test_dir_deploy_is_atomic_and_skips_unchanged_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(shutil, "copy2", copy_then_fail)
     with pytest.raises(ToolkitError, match="No space left on device"):
-        deploy(DeployJob(target, f"dir:{dev}"), run)
+        deploy(DeployJob(target=target, device=f"dir:{dev}"), run)
     assert (dev / "current" / "models" / "rec.nb").read_bytes() == b"rec-v2"
     assert not [p for p in dev.iterdir() if p.name.startswith(".staging-")]
 
 
 def test_deploy_without_bundle_says_what_to_run(tmp_path):
     with pytest.raises(ToolkitError, match="no bundle"):
-        deploy(DeployJob(get_target("android-arm64"), f"dir:{tmp_path / 'dev'}"), RunDir(tmp_path / "run"))
+        deploy(DeployJob(target=get_target("android-arm64"), device=f"dir:{tmp_path / 'dev'}"), RunDir(tmp_path / "run"))

@@ -2,7 +2,8 @@
 network: charts are inline SVG from matplotlib, example images are inline JPEG).
 
 Reads only what the stages wrote into the run directory: report.json, eval/metrics.json,
-quant/<task>/{qat.json,train_log.jsonl}, analyze/<task>/sensitivity.json.
+quant/<task>/{qat.json,train_log.jsonl}, analyze/<task>/sensitivity.json. Every string that
+comes from data (file names, labels, recognised text, layer names) is escaped.
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.rundir import RunDir, atomic_write_bytes
+from toolkit.rundir import RunDir, atomic_write_bytes, read_json
 
 MAX_EXAMPLES = 6
 
 
 def _json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
+    return read_json(path) if path.exists() else None
 
 
 def _svg(fig) -> str:
@@ -75,25 +73,40 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
 
+def _num(x, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
 def metrics_section(report: dict) -> str:
+    """Every eval set of every task: float, fake-quant, drop; the judged set in bold; the x86 float
+    .nb check; the device columns when a deploy verified there."""
+    from toolkit.tasks import get_task
+
     rows = []
     for task, m in (report.get("metrics") or {}).items():
-        key = "hmean" if task == "det" else "acc"
+        key = get_task(task).metric
         x86 = m.get("x86_nb_check") or {}
-        rows.append([task, f"{key} (%)", _pct(m["float"].get(key)), _pct(m["quant"].get(key)),
-                     Markup(f'<b>{m["drop_points"]:.2f}</b>'),
-                     f"{x86['max_abs_diff']:.1e} ({'ok' if x86.get('ok') else 'DIFFERS'})" if x86 else "not run",
-                     m.get("disagreements", "-")])
+        device = m.get("device") or {}
+        for name, s in (m.get("sets") or {m.get("judged", "eval"): m}).items():
+            judged = name == m.get("judged")
+            drop = _num(s.get("drop_points"))
+            rows.append([task, Markup(f"<b>{html.escape(name)}</b> (judged)" if judged else html.escape(name)), s.get("kind", "-"),
+                         key, _pct(s["float"].get(key)), _pct(s["quant"].get(key)), Markup(f"<b>{drop}</b>" if judged else drop),
+                         (f"{x86['max_abs_diff']:.1e} ({'ok' if x86.get('ok') else 'DIFFERS'})" if x86 else "not run") if judged else "",
+                         (device.get("summary") or ("stand-in runner" if device.get("standin") else "-")) if judged else "",
+                         s.get("disagreements", "-")])
     for target, devices in (report.get("deploy") or {}).items():
         for dev, d in devices.items():
             smoke, bench = d.get("smoke") or {}, d.get("benchmark") or {}
             total = (bench.get("timings_ms") or smoke.get("timings_ms") or {}).get("total")
-            rows.append([f"{target} on {dev}", "on device", "-", "-", "-", d.get("status", "-"),
-                         ("stand-in runner" if (smoke or bench).get("standin") else f"{total:.1f} ms" if total else "no run")])
-    return ("<h2>Accuracy: float vs quantized</h2><p>Float and fake-quant inference with Paddle Inference on the eval split "
-            "(the quantized model computes with exactly the int8 weights and activations Paddle Lite's ARM kernels use); "
-            "the x86 float <code>.nb</code> is compared with Paddle Inference output.</p>"
-            + _table(["model", "metric", "float", "quantized", "drop (points)", "x86 float .nb vs Paddle Inference / device", "disagreements"], rows, "metrics"))
+            rows.append([f"{target} on {dev}", "on device", "", "", "-", "-", "-", d.get("status", "-"),
+                         "stand-in runner" if (smoke or bench).get("standin") else f"{total:.1f} ms" if total else "no run", ""])
+    return ("<h2>Accuracy: float vs quantized</h2><p>Float and fake-quant inference with Paddle Inference on every eval set "
+            "(the quantized model computes with exactly the int8 weights and activations Paddle Lite's ARM int8 kernels use); "
+            "the verdict is the judged set's drop. The x86 float <code>.nb</code> is compared with Paddle Inference output; "
+            "the device column compares the bundle's runner on a device with the host fake-quant model.</p>"
+            + _table(["model", "eval set", "data", "metric", "float", "quantized", "drop (points)", "x86 float .nb vs Paddle Inference",
+                      "device vs host", "disagreements"], rows, "metrics"))
 
 
 def sizes_section(report: dict) -> str:
@@ -122,64 +135,91 @@ def sizes_section(report: dict) -> str:
             + _table(["target", "model", "float MB", "int8 MB", "int8/float", "int8 kernels", "Lite"], rows))
 
 
+def _search_drops(search: dict, hist: list[dict]) -> list[float | None]:
+    """The drop of each recorded search step: measured, or the bound of a check stopped early."""
+    out = []
+    for h in hist:
+        if h.get("drop_points") is not None:
+            out.append(h["drop_points"])
+        elif h.get("metric") is not None:
+            out.append(100 * (search["float_metric"] - h["metric"]))
+        elif h.get("at_most") is not None:
+            out.append(100 * (search["float_metric"] - h["at_most"]))
+        else:
+            out.append(None)
+    return out
+
+
 def sensitivity_section(run: RunDir, tasks: list[str]) -> str:
-    """Per-layer sensitivity bars (kept-float layers highlighted) and the search's drop per step."""
+    """Per-layer harm bars (kept-float layers highlighted) and the search's drop per step, for
+    whatever shape the search took (met at once, met after QAT, layers added, not run)."""
     out = []
     for task in tasks:
-        qat = _json(run.quant_dir(task) / "qat.json") or {}
-        search = qat.get("search")
-        analysis = _json(run.root / "analyze" / task / "sensitivity.json")
-        ranking = (search or {}).get("ranking") or (analysis or {}).get("ranking")
-        if not ranking:
-            continue
+        info_path = run.quant_info(task, "qat")
+        qat = _json(info_path) if info_path.exists() else {}
+        search = (qat or {}).get("search")
+        analysis = _json(run.sensitivity(task)) if run.sensitivity(task).exists() else None
+        ranking = (search or {}).get("ranking") or (analysis or {}).get("ranking") or []
+        parts = [f"<h3>{html.escape(task)}</h3>"]
         kept = set((search or {}).get("float_layers") or [])
-        top = ranking[:30]
-        fig, ax = _figure(7.5, max(2.5, 0.18 * len(top) + 0.8))
-        y = np.arange(len(top))[::-1]
-        ax.barh(y, [r["error"] for r in top], color=["#d0542c" if r["layer"] in kept else "#2f6fb3" for r in top])
-        ax.set_yticks(y, [r["layer"] for r in top], fontsize=7)
-        ax.set_xlabel("output error with only this layer quantized")
-        ax.set_title(f"{task}: {len(ranking)} layers, top {len(top)} (orange: kept float)")
-        parts = [f"<h3>{task}</h3>", f'<div class="chart" id="chart-sensitivity-{task}">{_svg(fig)}</div>']
+        if ranking:
+            top = ranking[:30]
+            harm = [r.get("harm_per_kb", r.get("error", 0.0)) for r in top]
+            fig, ax = _figure(7.5, max(2.5, 0.18 * len(top) + 0.8))
+            y = np.arange(len(top))[::-1]
+            ax.barh(y, harm, color=["#d0542c" if r["layer"] in kept else "#2f6fb3" for r in top])
+            ax.set_yticks(y, [r["layer"] for r in top], fontsize=7)
+            ax.set_xlabel("output error per kB kept float, with only this layer quantized")
+            ax.set_title(f"{task}: {len(ranking)} layers, top {len(top)} (orange: kept float)")
+            parts.append(f'<div class="chart" id="chart-sensitivity-{html.escape(task)}">{_svg(fig)}</div>')
         if search:
-            hist = search.get("history_before_training", []) + search.get("history_after_training", [])
-            fig, ax = _figure(7.5, 2.6)
-            n1 = len(search.get("history_before_training", []))
-            # A configuration stopped early (a certain miss) is drawn at its bound: the drop is at least that.
-            pts = [h["drop_points"] if h["drop_points"] is not None else 100 * (search["float_metric"] - h["at_most"]) for h in hist]
-            ax.plot(range(n1), pts[:n1], "o-", label="calibrated, before QAT (open: stopped early, drop at least)")
-            ax.plot(range(n1, len(hist)), pts[n1:], "s-", label="after QAT")
-            for i, h in enumerate(hist):
-                if h["drop_points"] is None:
-                    ax.plot([i], [pts[i]], "o", mfc="white", color="#2f6fb3")
-            ax.axhline(search["pre_training_target_points"], color="#999", ls=":", label=f"target before QAT {search['pre_training_target_points']:.1f}")
-            ax.axhline(search["budget_points"], color="#d0542c", ls="--", label=f"budget {search['budget_points']}")
-            ax.set_yscale("symlog", linthresh=1.0)
-            ax.set_xticks(range(len(hist)), [str(h["float_layers"]) for h in hist])
-            ax.set_xlabel("layers kept float")
-            ax.set_ylabel("drop (points)")
-            ax.legend()
-            ax.set_title(f"{task}: float fallback search on {search['search_samples']} held-out samples")
-            parts.append(f'<div class="chart" id="chart-search-{task}">{_svg(fig)}</div>')
-            naive = search["naive"]
-            naive_txt = (f"{100 * (search['float_metric'] - naive['metric']):.2f}" if naive.get("metric") is not None
-                         else f"> {search['pre_training_target_points']:.1f} (certain after {naive['samples']} samples)")
-            fd = search.get("final_drop_points")
-            parts.append(_table(["every layer quantized: drop", "layers kept float", "extra .nb bytes", "after QAT: drop (search set)"],
-                                [[naive_txt, Markup("<br>".join(html.escape(n) for n in search["float_layers"]) or "none"),
-                                  f"{search.get('float_extra_bytes', 0) / 1e3:.1f} kB", "-" if fd is None else f"{fd:.2f}"]]))
-        out.append("".join(parts))
-    return ("<h2>Per-layer sensitivity</h2><p>Each quantizable layer quantized alone; bars show how far the output moves from float. "
-            "The search keeps the highest-ranked layers float, one by one, until the drop is within budget.</p>" + "".join(out)) if out else ""
+            before, after = search.get("history_before_training") or [], search.get("history_after_training") or []
+            hist = before + after
+            drops = _search_drops(search, hist)
+            if hist:
+                fig, ax = _figure(7.5, 2.6)
+                n1 = len(before)
+                xs = list(range(len(hist)))
+                ax.plot([x for x in xs[:n1] if drops[x] is not None], [d for d in drops[:n1] if d is not None], "o-",
+                        label="calibrated, before QAT")
+                ax.plot([x for x in xs[n1:] if drops[x] is not None], [d for d in drops[n1:] if d is not None], "s-", label="after QAT")
+                ax.axhline(search["budget_points"], color="#d0542c", ls="--", label=f"budget {search['budget_points']}")
+                if search.get("pre_training_target_points") is not None:
+                    ax.axhline(search["pre_training_target_points"], color="#999", ls=":", label=f"target before QAT {search['pre_training_target_points']:.1f}")
+                ax.set_yscale("symlog", linthresh=1.0)
+                ax.set_xticks(xs, [str(h.get("float_layers", 0)) for h in hist])
+                ax.set_xlabel("layers kept float")
+                ax.set_ylabel("drop (points)")
+                ax.legend()
+                ax.set_title(f"{task}: float fallback search on {search.get('search_samples', '?')} held-out samples")
+                parts.append(f'<div class="chart" id="chart-search-{html.escape(task)}">{_svg(fig)}</div>')
+            naive = search.get("naive") or {}
+            naive_txt = (_num(100 * (search["float_metric"] - naive["metric"])) if naive.get("metric") is not None
+                         else f"more than {_num(search.get('pre_training_target_points'), '{:.1f}')} (certain after {naive.get('samples', '?')} samples)"
+                         if naive else "-")
+            why = {r["layer"]: r for r in ranking}
+            layers = [f"{html.escape(n)} ({why[n]['weights']} weights, harm {why[n].get('harm_per_kb', 0):.3g}/kB)" if n in why else html.escape(n)
+                      for n in search.get("float_layers") or []]
+            parts.append(_table(["every layer quantized: drop", "layers kept float (why)", "extra .nb bytes", "after QAT: drop (search set)", "budget met"],
+                                [[naive_txt, Markup("<br>".join(layers) or "none"), f"{(search.get('float_extra_bytes') or 0) / 1e3:.1f} kB",
+                                  _num(search.get("final_drop_points")), "yes" if search.get("met") else "no"]]))
+        elif qat:
+            parts.append("<p>Search off: every layer not skipped by hand is quantized.</p>")
+        if len(parts) > 1:
+            out.append("".join(parts))
+    return ("<h2>Per-layer sensitivity and the float fallback</h2><p>Each quantizable layer quantized alone; bars show how far "
+            "the output moves from float per kB that keeping it float costs. The search keeps the highest-ranked layers float, "
+            "one by one, until the drop is within budget.</p>" + "".join(out)) if out else ""
 
 
 def loss_section(run: RunDir, tasks: list[str]) -> str:
     curves = {}
     for task in tasks:
-        p = run.quant_dir(task) / "train_log.jsonl"
+        p = run.train_log(task)
         if p.exists():
             rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-            curves[task] = ([r["step"] for r in rows], [r["loss"] for r in rows])
+            if rows:
+                curves[task] = ([r["step"] for r in rows], [r["loss"] for r in rows])
     if not curves:
         return ""
     fig, axes = _figure(3.8 * len(curves), 2.6, ncols=len(curves))
@@ -191,35 +231,26 @@ def loss_section(run: RunDir, tasks: list[str]) -> str:
 
 
 def examples_section(run: RunDir) -> str:
-    """Where float and quantized disagree: rec crops with both texts, det images with both box sets."""
+    """Where float and quantized disagree, per eval set: the image with both outputs."""
     import cv2
 
-    metrics = _json(run.eval_dir() / "metrics.json") or {}
+    metrics = _json(run.metrics_path()) if run.metrics_path().exists() else {}
     cards = []
-    def wrong(text: str, label: str) -> bool:
-        return text.replace(" ", "") != label.replace(" ", "")
-
-    rec = (metrics.get("rec") or {}).get("disagreements", [])
-    # Lines int8 gets wrong and float right first: those are what the drop is made of.
-    rec = sorted(rec, key=lambda d: (not (wrong(d["quant"], d["label"]) and not wrong(d["float"], d["label"])), d["image"]))
-    for d in rec[:MAX_EXAMPLES]:
-        img = cv2.imread(d["image"])
-        if img is None:
-            continue
-        cards.append(f'<figure class="rec"><img src="{_jpeg(img)}" alt="crop"><figcaption>label <code>{html.escape(d["label"])}</code><br>'
-                     f'float <code>{html.escape(d["float"])}</code><br>int8 <code class="bad">{html.escape(d["quant"])}</code></figcaption></figure>')
-    det = metrics.get("det") or {}
-    for d in det.get("disagreements", [])[:MAX_EXAMPLES]:
-        img, i = cv2.imread(d["image"]), d.get("index")
-        if img is None or i is None:
-            continue
-        for boxes, color in ((det["float"]["boxes"][i], (60, 160, 60)), (det["quant"]["boxes"][i], (40, 80, 220))):
-            cv2.polylines(img, [np.asarray(b, dtype=np.int32) for b in boxes], True, color, 2)
-        cards.append(f'<figure class="det"><img src="{_jpeg(img)}" alt="det"><figcaption>{Path(d["image"]).name}: '
-                     f'<span style="color:#3ca03c">float {d["float_boxes"]} boxes</span>, <span style="color:#dc5028">int8 {d["quant_boxes"]} boxes</span>, '
-                     f'{d["gt_boxes"]} labelled</figcaption></figure>')
+    for task, m in (metrics or {}).items():
+        for name, s in (m.get("sets") or {}).items():
+            for d in sorted(s.get("disagreements", []), key=lambda d: (d.get("order", 0), d["image"]))[:MAX_EXAMPLES]:
+                img = cv2.imread(d["image"])
+                if img is None:
+                    continue
+                for boxes, color in (((d.get("boxes") or {}).get("float", []), (60, 160, 60)), ((d.get("boxes") or {}).get("quant", []), (40, 80, 220))):
+                    cv2.polylines(img, [np.asarray(b, dtype=np.int32) for b in boxes], True, color, 2)
+                cards.append(f'<figure><img src="{_jpeg(img)}" alt="{html.escape(task)} example"><figcaption>'
+                             f'{html.escape(task)} · {html.escape(name)} · {html.escape(Path(d["image"]).name)}<br>'
+                             f'label <code>{html.escape(str(d.get("label", "")))}</code><br>'
+                             f'<span style="color:#3ca03c">float</span> <code>{html.escape(str(d.get("float", "")))}</code><br>'
+                             f'<span style="color:#dc5028">int8</span> <code class="bad">{html.escape(str(d.get("quant", "")))}</code></figcaption></figure>')
     if not cards:
-        return "<h2>Where float and int8 disagree</h2><p>No disagreements on the eval split.</p>"
+        return "<h2>Where float and int8 disagree</h2><p>No disagreements on the eval sets.</p>"
     return f'<h2>Where float and int8 disagree</h2><div class="examples">{"".join(cards)}</div>'
 
 
@@ -232,19 +263,20 @@ figure{margin:0;border:1px solid #d8dde6;padding:6px;max-width:500px}figure img{
 .chart svg{max-width:100%;height:auto}code{background:#f2f4f8;padding:0 3px}"""
 
 
-def render(run: RunDir, report: dict, tasks: list[str]) -> str:
-    status = report.get("status", "ok")
+def render(run: RunDir, report: dict) -> str:
+    tasks = [t for t in ("det", "rec") if t in (report.get("metrics") or {}) or t in (report.get("quantization") or {})]
+    status = str(report.get("status", "ok"))
     err = report.get("error")
     head = (f'<h1>PP-OCR quantization report <span class="status {html.escape(status)}">{html.escape(status)}</span></h1>'
             f'<p>Run <code>{html.escape(str(report.get("run_dir", run.root)))}</code>'
-            + (f' · command <code>{html.escape(report["command"])}</code>' if report.get("command") else "") + "</p>"
-            + (f'<p class="bad">error: {html.escape(err["message"])}<br>hint: {html.escape(err.get("hint") or "")}</p>' if err else "")
-            + "<p>" + ", ".join(f"{k} {html.escape(str(v))}" for k, v in (report.get("versions") or {}).items()) + "</p>")
+            + (f' · command <code>{html.escape(str(report["command"]))}</code>' if report.get("command") else "") + "</p>"
+            + (f'<p class="bad">error: {html.escape(str(err.get("message")))}<br>hint: {html.escape(str(err.get("hint") or ""))}</p>' if err else "")
+            + "<p>" + ", ".join(f"{html.escape(str(k))} {html.escape(str(v))}" for k, v in (report.get("versions") or {}).items()) + "</p>")
     body = head + metrics_section(report) + sizes_section(report) + sensitivity_section(run, tasks) + loss_section(run, tasks) + examples_section(run)
     return f'<!doctype html><html><head><meta charset="utf-8"><title>PP-OCR quantization report</title><style>{CSS}</style></head><body>{body}</body></html>\n'
 
 
-def write_html(run: RunDir, report: dict, tasks: list[str]) -> Path:
-    path = run.root / "report.html"
-    atomic_write_bytes(path, render(run, report, tasks).encode())
+def write_html(run: RunDir, report: dict) -> Path:
+    path = run.html_path()
+    atomic_write_bytes(path, render(run, report).encode())
     return path

@@ -1,6 +1,7 @@
 """report.json: the run's results in stable, machine-readable names (and report.html, the same for people).
 
-  metrics.<det|rec>.<float|quant>.{hmean,precision,recall | acc,norm_edit_dis}   fractions 0..1
+  metrics.<det|rec>.<float|quant>.{hmean,precision,recall | acc,acc_ignore_space,norm_edit_dis,cer}   fractions 0..1,
+      on the judged eval set (metrics.<task>.judged); metrics.<task>.sets.<dataset>.{float,quant,drop_points} for every set
   metrics.<task>.drop_points, metrics.<task>.x86_nb_check
   targets.<target>.<task>.{float_nb_bytes, int8_nb_bytes, int8_ops, int8_op_types, size_ratio, lite_version}
   quantization.<task>   method, steps, loss first/last, layers kept float
@@ -10,32 +11,27 @@
 
 from __future__ import annotations
 
-import json
 import shlex
-from pathlib import Path
 
 from toolkit.engine import versions
 from toolkit.errors import ToolkitError
-from toolkit.rundir import RunDir, atomic_write_json
+from toolkit.rundir import RunDir, atomic_write_json, read_json
 from toolkit.targets import Target
 
 
-def _json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
+def _json(path) -> dict | None:
+    return read_json(path) if path.exists() else None
 
 
 def build_report(run: RunDir, targets: list[Target], tasks: list[str]) -> dict:
-    stages = run.manifest()["stages"]
-    metrics_full = _json(run.eval_dir() / "metrics.json") or {}
     from toolkit.stages.evaluate import summarize_metrics
 
+    stages = run.manifest()["stages"]
+    metrics_full = _json(run.metrics_path()) or {}
     metrics = summarize_metrics({t: metrics_full[t] for t in tasks if t in metrics_full})
     out_targets: dict = {}
     for target in targets:
-        conv = _json(run.nb_dir(target.name) / "convert.json")
+        conv = _json(run.convert_report(target.name))
         if not conv:
             continue
         entry = {}
@@ -56,6 +52,10 @@ def build_report(run: RunDir, targets: list[Target], tasks: list[str]) -> dict:
         if res:
             quant[task] = {k: res.get(k) for k in ("method", "steps", "loss_first", "loss_last", "float_layers", "calibration_batches") if k in res}
             quant[task]["skip_patterns"] = (res.get("settings") or {}).get("skip_layers")
+            search = res.get("search")
+            if search:
+                quant[task]["search"] = {k: search.get(k) for k in ("met", "budget_points", "float_metric", "final_drop_points",
+                                                                    "float_extra_bytes", "seconds_before_training", "seconds_after_training")}
     out = {"run_dir": str(run.root), "metrics": metrics, "targets": out_targets, "quantization": quant,
            "stage_seconds": {name: rec.get("seconds") for name, rec in stages.items()}, "versions": versions()}
     if deploy := deploy_results(run):
@@ -68,9 +68,12 @@ def build_report(run: RunDir, targets: list[Target], tasks: list[str]) -> dict:
 def deploy_results(run: RunDir) -> dict:
     """deploy.<target>.<device>: the last deploy to each device, with its smoke and benchmark figures."""
     out: dict = {}
-    for path in sorted((run.root / "deploy").glob("*/*.json")):
-        r = _json(path)
-        if not r:
+    for path in run.deploy_records():
+        try:
+            r = read_json(path, "deploy record")
+        except ToolkitError:
+            continue
+        if not isinstance(r, dict):
             continue
         entry = {k: r.get(k) for k in ("status", "release", "previous_release", "sent", "unchanged", "bytes", "seconds", "error") if k in r}
         entry["abi"] = (r.get("facts") or {}).get("abi")
@@ -90,7 +93,7 @@ def merge_deploy_results(run: RunDir) -> dict:
     atomic_write_json(run.report_path(), report)
     from toolkit.report.page import write_html
 
-    write_html(run, report, [t for t in ("det", "rec") if t in (report.get("metrics") or {})])
+    write_html(run, report)
     return report
 
 
@@ -102,5 +105,5 @@ def write_report(run: RunDir, targets: list[Target], tasks: list[str], timings: 
     atomic_write_json(run.report_path(), report)
     from toolkit.report.page import write_html
 
-    write_html(run, report, tasks)
+    write_html(run, report)
     return report

@@ -4,9 +4,10 @@ Runner.quantize/export/evaluate/convert take the same jobs as the stage function
 the same results, so `toolkit run` dispatches on a runner and nothing else changes.
 
 The Docker runner:
-- trainer stages run `python -m toolkit.cli quantize|export|evaluate ... --json` in the trainer
-  image (GPU variant with GPUs passed through for --device gpu, when the engine has the NVIDIA
-  runtime; a clear error otherwise);
+- trainer stages run `python -m toolkit.runners.worker RUN NAME` in the trainer image (the GPU
+  variant with GPUs passed through for --device gpu, when the engine has the NVIDIA runtime; a
+  clear error otherwise): the job goes in as RUN/jobs/NAME.job.json, the result comes back as
+  RUN/jobs/NAME.result.json; nothing is read from the container's output but log lines;
 - convert runs on the host as usual, but the converter programs it calls (paddle_lite_opt, the
   converter's python) are stand-ins that run them in the converter image (envs.CONVERTER_OVERRIDE);
 - every host path a stage needs (run dir, data, model sources, the toolkit source, targets) is
@@ -18,17 +19,17 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import stat
 import sys
 import threading
 from pathlib import Path
 from typing import Callable
 
-from toolkit.runners import envs
 from toolkit.errors import ToolkitError
+from toolkit.rundir import atomic_write_json
+from toolkit.runners import envs
+from toolkit.share import PACKAGE as PKG_DIR
 
-from toolkit.share import PACKAGE as PKG_DIR  # noqa: E402
 Log = Callable[[str], None]
 
 
@@ -132,16 +133,6 @@ def run_container(client, image: str, argv: list[str], mounts: dict, log: Log, u
     return code, out, "\n".join(err_lines[-12:])
 
 
-def _last_json(stdout: str):
-    text = stdout.strip()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    start = text.rfind("\n{")
-    return json.loads(text[start + 1:] if start >= 0 else text)
-
-
 # ------------------------------------------------------------------ docker runner
 class DockerRunner:
     """Each stage in its container; see the module docstring."""
@@ -176,82 +167,43 @@ class DockerRunner:
         return alias
 
     # trainer stages -----------------------------------------------------
-    def _trainer(self, cmd: list[str], run, data_dir: Path | None, sources: list, log: Log | None, gpu: bool = False, what: str = "",
-                 host_net: bool = False):
+    def _stage(self, stage: str, job, run, paths: list[Path], log: Log | None, gpu: bool = False, host_net: bool = False) -> dict:
+        """Run one stage in the trainer container: job.json in, result.json out (toolkit/runners/worker.py)."""
         log = log or self.log
         devices = gpu_requests(self.client, gpu)  # GPUs asked for but absent: say so before any image work
         image = self.image("trainer", "gpu" if gpu else "cpu")
-        ro = _code_mounts()
-        for s in sources:
-            for p in (s.config, s.inference_dir, s.checkpoint):
-                if p is not None and not str(p).startswith(sys.prefix):
-                    ro.append(Path(p) if Path(p).is_dir() else Path(p).parent)
-        if data_dir is not None:
-            ro.append(Path(data_dir))
-        env = {}
-        for name in ("TOOLKIT_TARGETS_DIR", "TOOLKIT_NODE_RANK"):
-            if os.environ.get(name):
-                env[name] = os.environ[name]
-        argv = ["python", "-m", "toolkit.cli", *cmd, "--run-dir", str(run.root), "--json"]
-        log(f"runner docker: {image}: toolkit {' '.join(shlex.quote(a) for a in cmd)}")
-        code, out, tail = run_container(self.client, image, argv, mounts_for(ro, [run.root]), log=log, user=self.user, env=env,
-                                        workdir=str(run.root), device_requests=devices, what=what, host_net=host_net)
-        if code != 0:
-            msg = next((ln[len("error: "):] for ln in tail.splitlines() if ln.startswith("error: ")), None)
-            hint = next((ln.strip()[len("hint: "):] for ln in tail.splitlines() if ln.strip().startswith("hint: ")), None)
-            if msg:
-                raise ToolkitError(f"{what} in the trainer container: {msg}", hint=hint)
-            raise ToolkitError(f"{what} failed in the trainer container {image} (exit code {code})", hint=tail[-800:])
+        name = f"{stage}-{getattr(job, 'task', 'all')}"
+        job_file, result_file = run.job_files(name)
+        atomic_write_json(job_file, {"stage": stage, "job": json.loads(job.model_dump_json())})
+        result_file.unlink(missing_ok=True)
+        ro = _code_mounts() + [Path(p) if Path(p).is_dir() else Path(p).parent for p in paths if not str(p).startswith(sys.prefix)]
+        env = {k: os.environ[k] for k in ("TOOLKIT_TARGETS_DIR", "TOOLKIT_NODE_RANK") if os.environ.get(k)}
+        log(f"runner docker: {image}: {stage} ({job_file.name})")
+        code, _, tail = run_container(self.client, image, ["python", "-m", "toolkit.runners.worker", str(run.root), name],
+                                      mounts_for(ro, [run.root]), log=log, user=self.user, env=env, workdir=str(run.root),
+                                      device_requests=devices, what=name, host_net=host_net)
         try:
-            return _last_json(out)
-        except (json.JSONDecodeError, ValueError):
-            raise ToolkitError(f"{what}: the trainer container printed no result", hint=out[-400:]) from None
+            out = json.loads(result_file.read_text())
+        except (OSError, ValueError):
+            raise ToolkitError(f"{name} failed in the trainer container {image} (exit code {code}) and wrote no result", hint=tail[-800:]) from None
+        if "error" in out:
+            raise ToolkitError(f"{name} in the trainer container: {out['error']['message']}", hint=out["error"].get("hint"))
+        return out["result"]
 
     @staticmethod
-    def _source_args(task: str, source) -> list[str]:
-        args = [f"--{task}", source.spec]
-        for o in source.overrides:
-            args += ["--det-override" if task == "det" else "--rec-override", o]
-        return args
+    def _source_paths(*sources) -> list[Path]:
+        return [p for s in sources for p in (s.config, s.inference_dir, s.checkpoint) if p is not None]
 
     def quantize(self, job, run, progress=None, log=None):
-        cmd = ["quantize", "--tasks", job.task, "--data", str(Path(job.data_dir).resolve()), *self._source_args(job.task, job.source),
-               "--method", job.method, "--seed", str(job.seed), "--device", job.device]
-        for flag, val in (("--steps", job.steps), ("--batch-size", job.batch_size), ("--lr", job.learning_rate)):
-            if val is not None:
-                cmd += [flag, str(val)]
-        for pat in job.skip_layers:
-            cmd += ["--skip-layer", f"{job.task}:{pat}"]
-        if job.pact is not None:
-            cmd.append("--pact" if job.pact else "--no-pact")
-        if job.resume:
-            cmd.append("--resume")
-        if job.skip_bad_labels:
-            cmd.append("--skip-bad-labels")
-        if hasattr(job, "max_drop"):  # the automatic float fallback (QuantJob.max_drop None: no search)
-            cmd += ["--no-search"] if job.max_drop is None else ["--max-drop", str(job.max_drop)]
-        dist = getattr(job, "dist", None) or {}  # data-parallel QAT: paddle.distributed.launch runs inside the container
-        for flag, key in (("--devices", "devices"), ("--nproc", "nproc"), ("--master", "master")):
-            if dist.get(key) is not None:
-                cmd += [flag, str(dist[key])]
-        if dist.get("nodes"):
-            cmd += ["--nodes", ",".join(dist["nodes"])]
-        res = self._trainer(cmd, run, job.data_dir, [job.source], log, gpu=job.device == "gpu", what=f"quantize:{job.task}",
-                            host_net=bool(dist))
-        return res[job.task]
+        # Data-parallel QAT: paddle.distributed.launch runs inside the container, on the host's network.
+        return self._stage("quantize", job, run, self._source_paths(job.source) + list(job.datasets), log,
+                           gpu=job.options.device == "gpu", host_net=job.dist is not None)
 
     def export(self, job, run, log=None):
-        res = self._trainer(["export", "--tasks", job.task], run, None, [job.source], log, what=f"export:{job.task}")
-        return res[job.task]
+        return self._stage("export", job, run, self._source_paths(job.source), log)
 
     def evaluate(self, job, run, log=None):
-        cmd = ["evaluate", "--tasks", ",".join(job.tasks), "--data", str(Path(job.data_dir).resolve()), "--max-drop", str(job.max_drop)]
-        if job.limit is not None:
-            cmd += ["--limit", str(job.limit)]
-        if job.skip_bad_labels:
-            cmd.append("--skip-bad-labels")
-        res = self._trainer(cmd, run, job.data_dir, [job.sources[t] for t in job.tasks], log, what="evaluate")
-        return res
+        return self._stage("evaluate", job, run, self._source_paths(*job.sources.values()) + list(job.datasets), log)
 
     # converter -----------------------------------------------------------
     def converter_shims(self, target) -> Path:

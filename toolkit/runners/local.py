@@ -14,12 +14,12 @@ class LocalRunner:
     def export(self, job, run, log=None):
         from toolkit.stages.export import export
 
-        return export(job, run, log) if log else export(job, run)
+        return export(job, run, log)
 
     def evaluate(self, job, run, log=None):
         from toolkit.stages.evaluate import evaluate
 
-        return evaluate(job, run, log) if log else evaluate(job, run)
+        return evaluate(job, run, log)
 
     def convert(self, job, run, log=None):
         from toolkit.stages.convert import convert

@@ -11,29 +11,20 @@ bundle/<target>/
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from toolkit.data.datasets import judged, open_datasets
+from toolkit.digest import fingerprint, hash_json, sha256_file
 from toolkit.engine import versions as engine_versions
-from toolkit.runners.envs import toolkit_home
 from toolkit.errors import ToolkitError
-from toolkit.models.sources import TASKS, ModelSource, load_config
-from toolkit.rundir import RunDir, atomic_dir, atomic_write_json, fingerprint, sha256_file, stage_key
+from toolkit.jobs import BundleJob
+from toolkit.rundir import RunDir, atomic_dir, atomic_write_json, read_json
+from toolkit.runners.envs import toolkit_home
 from toolkit.targets import Target
-
-
-@dataclass
-class BundleJob:
-    targets: list[Target]
-    sources: dict[str, ModelSource]
-    data_dir: Path | None = None
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
-    command: list[str] = field(default_factory=lambda: list(sys.argv))
+from toolkit.tasks import get_task
 
 
 def runtime_dir(target: Target) -> Path:
@@ -41,66 +32,67 @@ def runtime_dir(target: Target) -> Path:
     return toolkit_home() / "runtime" / target.name
 
 
-def runtime_config(target: Target, sources: dict[str, ModelSource], tasks: list[str]) -> dict:
-    """What the on-device runner needs to pre- and post-process like PaddleOCR does."""
+def runtime_config(target: Target, job: BundleJob) -> dict:
+    """What the on-device runner needs to pre- and post-process as the host pipeline does."""
     cfg: dict = {"lite_version": target.lite.version, "threads": target.defaults.threads, "power_mode": target.defaults.power_mode}
-    if "det" in tasks:
-        c = load_config(sources["det"].config, sources["det"].overrides)
-        pp = {k: v for k, v in (c.get("PostProcess") or {}).items() if k != "name"}
-        ev = c.get("Eval") or {}
-        cfg["det"] = {"model": "models/det.nb", "limit_side_len": ev.get("limit_side_len", 960), "limit_type": ev.get("limit_type", "max"),
-                      "mean": ev.get("mean"), "std": ev.get("std"), "color_order": "BGR", **pp}
-    if "rec" in tasks:
-        c = load_config(sources["rec"].config, sources["rec"].overrides)
-        cfg["rec"] = {"model": "models/rec.nb", "image_shape": (c.get("Eval") or {}).get("image_shape", [3, 48, 320]),
-                      "dict": "dict/" + Path(c["Global"]["character_dict_path"]).name, "use_space_char": c["Global"].get("use_space_char", True),
-                      "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "color_order": "BGR"}
+    for name in job.tasks:
+        cfg[name] = get_task(name).runtime_config(job.sources[name].load_config())
     return cfg
 
 
-def _test_image(data_dir: Path | None) -> Path | None:
-    if data_dir is None:
+def _test_image(job: BundleJob) -> Path | None:
+    """The first det eval image of the judged dataset: what the on-device smoke run reads."""
+    ds = judged(open_datasets(job.datasets), "det") if job.datasets else None
+    if ds is None:
         return None
-    labels = Path(data_dir) / "det" / "eval.txt"
-    if not labels.exists():
-        return None
-    first = labels.read_text(encoding="utf-8").splitlines()[0].split("\t", 1)[0]
-    p = labels.parent / first
-    return p if p.exists() else None
+    lines = ds.label_file("det", "eval").read_text(encoding="utf-8").splitlines()
+    p = ds.path / "det" / lines[0].split("\t", 1)[0] if lines else None
+    return p if p is not None and p.exists() else None
+
+
+def checked_nb(run: RunDir, target: str, task: str) -> Path:
+    """The int8 .nb as convert recorded it (size and sha256): a damaged or replaced file is refused."""
+    nb = run.nb(target, task, "int8")
+    if not nb.exists():
+        raise ToolkitError(f"{nb} is missing", hint=f"run `toolkit convert --target {target} --run-dir {run.root}` first")
+    rec = (read_json(run.convert_report(target), "convert.json") if run.convert_report(target).exists() else {}).get(task, {}).get("int8", {})
+    if not rec.get("sha256"):
+        raise ToolkitError(f"{nb}: no conversion record", hint=f"re-run `toolkit convert --target {target} --run-dir {run.root}`")
+    size = nb.stat().st_size
+    if size != rec["bytes"] or sha256_file(nb) != rec["sha256"]:
+        raise ToolkitError(f"{nb} is not the file convert wrote ({size} bytes, expected {rec['bytes']}; sha256 differs)",
+                           hint=f"the file was damaged or replaced: re-run `toolkit convert --target {target} --run-dir {run.root}`")
+    return nb
 
 
 def build_bundle(job: BundleJob, run: RunDir, target: Target) -> dict:
     """Assemble bundle/<target>/ in a temp dir and rename it into place."""
-    metrics_path = run.eval_dir() / "metrics.json"
-    if not metrics_path.exists():
+    if not run.metrics_path().exists():
         raise ToolkitError("no evaluation results in this run directory", hint=f"run `toolkit evaluate --run-dir {run.root}` first: a bundle carries its metrics")
     from toolkit.stages.evaluate import summarize_metrics
 
-    metrics = summarize_metrics(json.loads(metrics_path.read_text()))
+    metrics = summarize_metrics(read_json(run.metrics_path(), "eval/metrics.json"))
     versions = engine_versions()
+    models = {task: checked_nb(run, target.name, task) for task in job.tasks}
     with atomic_dir(run.bundle_dir(target.name)) as tmp:
         (tmp / "models").mkdir()
-        for task in job.tasks:
-            nb = run.nb(target.name, task, "int8")
-            if not nb.exists():
-                raise ToolkitError(f"{nb} is missing", hint=f"run `toolkit convert --target {target.name} --run-dir {run.root}` first")
+        for task, nb in models.items():
             shutil.copy2(nb, tmp / "models" / f"{task}.nb")
-        cfg = runtime_config(target, job.sources, job.tasks)
-        if "rec" in job.tasks:
-            (tmp / "dict").mkdir()
-            src_dict = load_config(job.sources["rec"].config, job.sources["rec"].overrides)["Global"]["character_dict_path"]
-            shutil.copy2(src_dict, tmp / cfg["rec"]["dict"])
-        atomic_write_json(tmp / "config.json", cfg)
-        img = _test_image(job.data_dir)
+        for task in job.tasks:
+            for rel, src in get_task(task).bundle_files(job.sources[task].load_config()).items():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, tmp / rel)
+        atomic_write_json(tmp / "config.json", runtime_config(target, job))
+        img = _test_image(job)
         if img is not None:
             (tmp / "test").mkdir()
             shutil.copy2(img, tmp / "test" / "image.jpg")
         rt = runtime_dir(target)
-        runtime = {"included": False, "reason": f"no runtime built for {target.name} in {rt} (the runtime image builds it; see README)",
-                   "archive_url": target.runtime.archive_url}
+        runtime = {"included": False, "reason": f"no runtime built for {target.name} in {rt} (the runtime image builds it; see README)"}
         if (rt / "bin").is_dir():
             shutil.copytree(rt, tmp / "runtime")
-            runtime = {"included": True, "archive_url": target.runtime.archive_url}
+            info = rt / "BUILD-INFO.json"
+            runtime = {"included": True, **(read_json(info, "runtime BUILD-INFO.json") if info.exists() else {})}
         files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
             "target": target.name, "abi": target.abi, "accepted_abis": target.accepted_abis,
@@ -118,8 +110,8 @@ def bundle(job: BundleJob, run: RunDir, log: Callable[[str], None] | None = None
     """Entry point: one bundle per target, skipped when its inputs are unchanged."""
     out = {}
     for target in job.targets:
-        inputs = fingerprint([run.nb(target.name, t, "int8") for t in job.tasks] + [run.eval_dir() / "metrics.json", runtime_dir(target)])
-        key = stage_key(target=target.model_dump(), inputs=inputs, sources={t: job.sources[t].fingerprint() for t in job.tasks},
-                        image=str(_test_image(job.data_dir)))
+        inputs = fingerprint([run.nb(target.name, t, "int8") for t in job.tasks] + [run.metrics_path(), runtime_dir(target)])
+        key = hash_json({"target": target.model_dump(), "inputs": inputs, "sources": {t: job.sources[t].fingerprint() for t in job.tasks},
+                         "image": str(_test_image(job))})
         out[target.name] = run.run_stage(f"bundle:{target.name}", key, lambda t=target: (build_bundle(job, run, t), [run.bundle_dir(t.name)]), log)
     return out

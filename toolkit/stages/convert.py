@@ -15,38 +15,32 @@ import re
 import struct
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from toolkit.runners.envs import converter_bin
+from toolkit.digest import fingerprint, hash_json, sha256_file
 from toolkit.errors import ToolkitError
+from toolkit.jobs import ConvertJob
+from toolkit.rundir import RunDir, atomic_write_json
+from toolkit.runners.envs import converter_bin
 from toolkit.share import PACKAGE
-from toolkit.models.sources import TASKS
-from toolkit.rundir import RunDir, atomic_write_json, fingerprint, stage_key
 from toolkit.targets import Target
+from toolkit.tasks import get_task
 
 PRECISIONS = {"float": "float_model", "int8": "quant_model"}
 # Lite's kernel key "op/alias/target/precision/layout"; PrecisionType 1 = kFloat, 2 = kInt8.
 _KERNEL = re.compile(rb"([a-z][a-z0-9_]*)/([A-Za-z0-9_]+)/(\d+)/(\d+)/(\d+)")
 _PRECISION = {"1": "float", "2": "int8", "4": "any", "3": "int32", "5": "fp16", "7": "int64"}
-X86_INPUT_SHAPE = {"det": (1, 3, 640, 640), "rec": (1, 3, 48, 320)}
-
-
-@dataclass
-class ConvertJob:
-    targets: list[Target]
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
-    x86_check: bool = True
 
 
 def inspect_nb(path: Path) -> dict:
-    """What a .nb holds: Lite version from the header, kernels picked per op, int8 ops."""
+    """What a .nb holds: Lite version from the header, kernels picked per op, int8 ops, sha256."""
     data = path.read_bytes()
     if len(data) < 26 or struct.unpack("<H", data[:2])[0] not in (1, 2):
-        raise ToolkitError(f"{path} is not a Paddle Lite naive-buffer model")
+        raise ToolkitError(f"{path} is not a Paddle Lite naive-buffer model (damaged or truncated)",
+                           hint="re-run `toolkit convert` for this run directory")
     version = data[2:18].split(b"\0", 1)[0].decode(errors="replace")
     kernels = collections.Counter(
         (m.group(1).decode(), _PRECISION.get(m.group(4).decode(), m.group(4).decode())) for m in _KERNEL.finditer(data))
@@ -56,7 +50,7 @@ def inspect_nb(path: Path) -> dict:
         ops[op] += n
         if precision == "int8" and op != "calib":
             int8[op] += n
-    return {"bytes": len(data), "lite_version": version, "ops": dict(sorted(ops.items())),
+    return {"bytes": len(data), "sha256": sha256_file(path), "lite_version": version, "ops": dict(sorted(ops.items())),
             "int8_ops": sum(int8.values()), "int8_op_types": dict(sorted(int8.items())),
             "calib_ops": kernels.get(("calib", "int8"), 0)}
 
@@ -81,12 +75,12 @@ def run_opt(target: Target, model_dir: Path, out_nb: Path, valid_targets: list[s
     return secs
 
 
-def x86_reference(run: RunDir, target: Target, task: str) -> dict:
+def x86_reference(run: RunDir, target: Target, task: str, shape: tuple[int, ...]) -> dict:
     """Float model -> x86 .nb -> Lite x86 runtime on a fixed input; outputs saved for evaluate."""
-    d = run.nb_dir("x86")
+    d = run.x86_dir()
     nb = d / f"{task}.float.nb"
     secs = run_opt(target, run.float_model(task), nb, valid_targets=["x86"])
-    x = np.random.default_rng(0).uniform(-1, 1, X86_INPUT_SHAPE[task]).astype("float32")
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype("float32")
     np.save(d / f"{task}.in.npy", x)
     runner = PACKAGE / "runners" / "lite_runner.py"
     r = subprocess.run([str(converter_bin(target)), str(runner), str(nb), str(d / f"{task}.in.npy"), str(d / f"{task}.out.npy")],
@@ -105,7 +99,7 @@ def convert(job: ConvertJob, run: RunDir, log: Callable[[str], None] | None = No
             if not (p / "inference.pdmodel").exists():
                 raise ToolkitError(f"{p}: no exported model", hint=f"run `toolkit export --run-dir {run.root}` first")
     for target in job.targets:
-        key = stage_key(lite=target.lite.model_dump(), opt=target.opt.model_dump(), inputs=inputs)
+        key = hash_json({"lite": target.lite.model_dump(), "opt": target.opt.model_dump(), "inputs": inputs})
 
         def work(target=target):
             report: dict = {"target": target.name, "lite_version": target.lite.version, "valid_targets": target.opt.valid_targets}
@@ -123,17 +117,18 @@ def convert(job: ConvertJob, run: RunDir, log: Callable[[str], None] | None = No
                     outputs.append(nb)
                 f, q = report[task]["float"], report[task]["int8"]
                 report[task]["int8_size_ratio"] = round(q["bytes"] / f["bytes"], 4)
-            atomic_write_json(run.nb_dir(target.name) / "convert.json", report)
-            return report, outputs + [run.nb_dir(target.name) / "convert.json"]
+            atomic_write_json(run.convert_report(target.name), report)
+            return report, outputs + [run.convert_report(target.name)]
 
         results["targets"][target.name] = run.run_stage(f"convert:{target.name}", key, work, log)
     if job.x86_check and job.targets:
         t0 = job.targets[0]
-        key = stage_key(lite=t0.lite.version, inputs={t: inputs[t] for t in job.tasks})
+        shapes = {task: get_task(task).probe_shape(job.sources[task].load_config()) for task in job.tasks}
+        key = hash_json({"lite": t0.lite.version, "inputs": {t: inputs[t] for t in job.tasks}, "shapes": shapes})
 
         def x86():
-            res = {task: x86_reference(run, t0, task) for task in job.tasks}
-            return res, [run.nb_dir("x86")]
+            res = {task: x86_reference(run, t0, task, shapes[task]) for task in job.tasks}
+            return res, [run.x86_dir()]
 
         results["x86"] = run.run_stage("convert:x86-check", key, x86, log)
     return results

@@ -18,34 +18,49 @@ merged into report.json under `deploy.<target>.<device>`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Callable
 
-from toolkit.errors import ToolkitError
-from toolkit.rundir import RunDir, atomic_write_json
-from toolkit.targets import Target
 from toolkit.devices import open_transport
+from toolkit.digest import hash_json, sha256_file
+from toolkit.errors import ToolkitError
+from toolkit.jobs import DeployJob
+from toolkit.rundir import RunDir, atomic_write_json, read_json
+from toolkit.targets import Target
 
 RUNNER = "runtime/bin/ppocr_runner"
 TEST_IMAGE = "test/image.jpg"
 
 
-@dataclass
-class DeployJob:
-    target: Target
-    device: str
-    smoke: bool = False
-    benchmark: bool = False
-    warmup: int = 2
-    repeats: int = 10
-    ssh: dict = field(default_factory=dict)  # identity, known_hosts, accept_new_host_keys
+def checked_bundle(run: RunDir, target: Target) -> dict:
+    """The bundle's manifest, after checking every file against it: a damaged bundle never
+    reaches a device. Also checks the run directory can take the deploy records, before any
+    device is touched (a finished switch must never be reported as a failure)."""
+    bundle = run.bundle_dir(target.name)
+    manifest_path = bundle / "manifest.json"
+    if not manifest_path.exists():
+        raise ToolkitError(f"no bundle for {target.name} in {run.root}", hint=f"run `toolkit bundle --target {target.name} --run-dir {run.root}` first")
+    manifest = read_json(manifest_path, "bundle manifest")
+    bad = [rel for rel, digest in manifest.get("files", {}).items() if not (bundle / rel).is_file() or sha256_file(bundle / rel) != digest]
+    if bad:
+        raise ToolkitError(f"the {target.name} bundle is damaged: {len(bad)} file(s) differ from its manifest, e.g. {bad[0]}",
+                           hint=f"rebuild it: `toolkit convert` and `toolkit bundle --target {target.name} --run-dir {run.root}`")
+    records = run.deploy_dir(target.name)
+    try:
+        records.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolkitError(f"{records}: cannot record the deploy ({exc.strerror})", hint="make the run directory writable; nothing was sent") from None
+    if not os.access(records, os.W_OK):
+        raise ToolkitError(f"{records}: the run directory is not writable", hint="make it writable (deploy records go there); nothing was sent")
+    return manifest
 
 
 def deploy(job: DeployJob, run: RunDir) -> dict:
     """One device; a failure is raised as a ToolkitError (the result is still saved in the run)."""
+    checked_bundle(run, job.target)
     res = deploy_one(job, run)
     _merge_report(run)
     if res["status"] != "ok":
@@ -60,7 +75,8 @@ def deploy_devices(job: DeployJob, devices: list[str], run: RunDir, log: Callabl
     at the top level too (release, sent, unchanged, ...)."""
     if not devices:
         raise ToolkitError("no device to deploy to", hint="pass --device SPEC, --serial SERIAL or --all-devices")
-    jobs = [DeployJob(job.target, d, job.smoke, job.benchmark, job.warmup, job.repeats, job.ssh) for d in dict.fromkeys(devices)]
+    checked_bundle(run, job.target)
+    jobs = [job.model_copy(update={"device": d}) for d in dict.fromkeys(devices)]
     with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
         results = list(pool.map(lambda j: deploy_one(j, run, log), jobs))
     _merge_report(run)
@@ -75,7 +91,7 @@ def deploy_one(job: DeployJob, run: RunDir, log: Callable[[str], None] | None = 
     res: dict = {"target": job.target.name, "device": job.device, "status": "failed"}
     transport = None
     try:
-        transport = open_transport(job.device, **job.ssh)
+        transport = open_transport(job.device, **job.ssh.model_dump())
         res["device"] = transport.name
         res.update(_install(job, run, transport, res, log))
         for kind, wanted in (("smoke", job.smoke), ("benchmark", job.benchmark)):
@@ -87,28 +103,28 @@ def deploy_one(job: DeployJob, run: RunDir, log: Callable[[str], None] | None = 
                     rc = res[kind]["returncode"]
                     how = f"failed on the device (exit status {rc})" if rc != 0 else "gave no result"
                     raise ToolkitError(f"{transport.name}: {kind} run {how}: {res[kind]['message']}",
-                                       hint=f"its output is in {run.root / 'deploy' / job.target.name}")
+                                       hint=f"its output is in {run.deploy_dir(job.target.name)}")
         res["status"] = "ok"
     except ToolkitError as exc:
         res.update(error=exc.message, hint=exc.hint)
     except OSError as exc:  # the client binary itself failed to start, a local file vanished...
-        res.update(error=f"{res['device']}: {exc.strerror or exc}", hint="check the device client (adb/ssh) installation")
+        client = {"adb": "the adb client (apt-get install adb)", "ssh": "the OpenSSH client (apt-get install openssh-client)"}.get(
+            job.device.split(":", 1)[0], "the local folder standing in for the device")
+        res.update(error=f"{res['device']}: {exc.strerror or exc}", hint=f"check {client}")
     finally:
         if transport is not None:
             transport.close()
     res["seconds"] = round(time.monotonic() - t0, 2)
-    out = run.root / "deploy" / job.target.name / f"{_slug(res['device'])}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, res)
+    try:
+        atomic_write_json(run.deploy_record(job.target.name, _slug(res["device"])), res)
+    except ToolkitError as exc:  # the device is already switched: say so, do not turn it into a failure
+        res["record_error"] = exc.message
     return res
 
 
 def _install(job: DeployJob, run: RunDir, transport, res: dict, log) -> dict:
     bundle = run.bundle_dir(job.target.name)
-    manifest_path = bundle / "manifest.json"
-    if not manifest_path.exists():
-        raise ToolkitError(f"no bundle for {job.target.name} in {run.root}", hint=f"run `toolkit bundle --target {job.target.name} --run-dir {run.root}` first")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json(bundle / "manifest.json", "bundle manifest")
     root = transport.root(job.target.transport.device_dir)
     facts = transport.facts(root)
     res["facts"] = facts
@@ -153,7 +169,7 @@ def _run_runner(job: DeployJob, run: RunDir, transport, kind: str) -> dict:
     t0 = time.monotonic()
     r = transport.run(argv, cwd=f"{transport.root(job.target.transport.device_dir)}/current", env={"LD_LIBRARY_PATH": "runtime/lib"})
     seconds = round(time.monotonic() - t0, 2)
-    out_dir = run.root / "deploy" / job.target.name / _slug(transport.name)
+    out_dir = run.deploy_outputs(job.target.name, _slug(transport.name))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{kind}.stdout").write_text(r.stdout)
     (out_dir / f"{kind}.stderr").write_text(r.stderr)
@@ -177,16 +193,21 @@ def _slug(device: str) -> str:
 
 def _release_id(manifest: dict) -> str:
     """Content-addressed release name: the same bundle content always gets the same id."""
-    import hashlib
-
-    files = manifest.get("files", {})
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    return hash_json(manifest.get("files", {}))[:16]
 
 
 def _merge_report(run: RunDir) -> None:
     from toolkit.report.summary import merge_deploy_results
 
     merge_deploy_results(run)
+
+
+def check_spec(spec: str) -> str:
+    """A device spec's form, checked before any work starts (`toolkit run --deploy`)."""
+    kind, _, rest = spec.partition(":")
+    if kind not in ("dir", "adb", "ssh") or not rest:
+        raise ToolkitError(f"unsupported device '{spec}'", hint="use dir:PATH, adb:SERIAL or ssh:user@host[:port]")
+    return spec
 
 
 def resolve_devices(target: Target, devices: list[str], serials: list[str], all_devices: bool) -> list[str]:
@@ -210,8 +231,13 @@ def list_devices(targets: list[Target], extra: list[str] | None = None, ssh: dic
     """Connected adb devices (plus any named specs), their ABIs and the targets that accept them."""
     from toolkit.devices.adb import AdbTransport, adb_devices
 
-    rows = []
-    specs = [(f"adb:{d['serial']}", d) for d in adb_devices()] + [(s, {}) for s in (extra or [])]
+    try:
+        listed = [(f"adb:{d['serial']}", d) for d in adb_devices()]
+    except ToolkitError:
+        if not extra:
+            raise
+        listed = []  # no adb client: the ssh/dir devices named are still probed
+    specs = listed + [(s, {}) for s in (extra or [])]
 
     def probe(item):
         spec, info = item

@@ -2,13 +2,13 @@
 
 The `toolkit quantize --devices 0,1,2,3` (GPUs) or `--nproc N` (CPU processes, gloo backend)
 process is the parent: it runs the pre-training float-fallback search once (search.json, which
-every rank reads), writes the job to quant/<task>/dist_job.json, and starts the launcher in
-collective mode with `-m toolkit.stages.quantize.distributed <job json>` as each rank's program; with
+every rank reads), writes the job to RUN/jobs/quantize-<task>.job.json, and starts the launcher in
+collective mode with `-m toolkit.stages.quantize.distributed RUN NAME` as each rank's program; with
 `--nodes host1,host2 --master host1:port` each node runs the same command and its launcher
-joins the others through the master. Each rank runs the one QAT loop, quantize.run_qat, with
+joins the others through the master. Each rank runs the one QAT loop, train.run_qat, with
 its rank and the world size: the model in paddle.DataParallel, its slice of the step's global
 batch (the batch a single process draws for that step), rank 0 alone writing checkpoints,
-train_log.jsonl, the after-training search and qat.json. The logs of every rank are kept in
+train_log.jsonl, the after-training search, qat.json and the job's result.json. The logs of every rank are kept in
 quant/<task>/dist_logs/workerlog.<local rank> (launcher.log: the launcher's own).
 
 The parent follows rank 0's train_log.jsonl for progress. When a rank dies, the launcher stops
@@ -26,60 +26,22 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 from toolkit.errors import ToolkitError
-
-from toolkit.share import PACKAGE as PKG_DIR  # noqa: E402
+from toolkit.jobs import Distributed, QuantJob
+from toolkit.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
+from toolkit.share import PACKAGE as PKG_DIR
+from toolkit.stages.quantize.ops import set_device
+from toolkit.stages.quantize.settings import settings_for
+from toolkit.stages.quantize.train import latest_checkpoint, run_qat, search_before_training
 
 
 # ------------------------------------------------------------------ the plan
-def _per_node(dist: dict) -> int:
-    if dist.get("devices"):
-        return len([d for d in str(dist["devices"]).split(",") if d.strip()])
-    return int(dist.get("nproc") or 1)
-
-
-def world_size(dist: dict) -> int:
-    """Ranks in the whole job: processes per node x nodes."""
-    return _per_node(dist) * max(1, len(dist.get("nodes") or []))
-
-
-def parse_options(devices: str | None, nproc: int | None, nodes: str | None, master: str | None, device: str) -> tuple[dict | None, str]:
-    """The CLI flags as QuantJob.dist (None: one process) and the device the ranks use."""
-    if devices is None and nproc is None and nodes is None and master is None:
-        return None, device
-    if devices is not None and nproc is not None:
-        raise ToolkitError("--devices and --nproc both given", hint="--devices 0,1,... for GPUs, --nproc N for N CPU processes")
-    dist: dict = {}
-    if devices is not None:
-        ids = [d.strip() for d in devices.split(",") if d.strip()]
-        if not ids or not all(d.isdigit() for d in ids):
-            raise ToolkitError(f"--devices {devices}: expected GPU ids like 0,1,2,3")
-        device = "gpu"  # --devices names GPUs; --nproc N is for CPU processes
-        dist["devices"] = ",".join(ids)
-    else:
-        if nproc is not None and nproc < 1:
-            raise ToolkitError(f"--nproc {nproc}: expected 1 or more")
-        dist["nproc"] = int(nproc or 1)
-    if nodes is not None:
-        hosts = [h.strip() for h in nodes.split(",") if h.strip()]
-        if not hosts:
-            raise ToolkitError(f"--nodes {nodes}: expected host1,host2,...")
-        if not master or ":" not in master:
-            raise ToolkitError("--nodes needs --master HOST:PORT", hint="e.g. --nodes host1,host2 --master host1:6170 (the same on every node)")
-        dist["nodes"] = hosts
-        dist["master"] = master
-    elif master is not None:
-        raise ToolkitError("--master without --nodes", hint="--nodes host1,host2 --master host1:PORT for several machines")
-    return dist, device
-
-
-def node_rank(dist: dict) -> int:
+def node_rank(dist: Distributed) -> int:
     """This machine's place in --nodes: $TOOLKIT_NODE_RANK, else its host name or an address of it."""
-    hosts = dist["nodes"]
+    hosts = dist.nodes
     if os.environ.get("TOOLKIT_NODE_RANK", "").strip():
         r = int(os.environ["TOOLKIT_NODE_RANK"])
         if not 0 <= r < len(hosts):
@@ -104,32 +66,14 @@ def node_rank(dist: dict) -> int:
                        hint="list this host by the name or address the others reach it at, or set TOOLKIT_NODE_RANK")
 
 
-def _job_json(job) -> dict:
-    d = asdict(job)
-    d["source"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(job.source).items()}
-    d["data_dir"] = str(Path(job.data_dir).resolve())
-    return d
-
-
-def _job_from_json(d: dict):
-    from toolkit.models.sources import ModelSource
-    from toolkit.stages.quantize.stage import QuantJob
-
-    s = dict(d["source"])
-    for k in ("config", "inference_dir", "checkpoint"):
-        s[k] = Path(s[k]) if s.get(k) is not None else None
-    s["overrides"] = tuple(s.get("overrides") or ())
-    return QuantJob(**{**d, "source": ModelSource(**s), "data_dir": Path(d["data_dir"])})
-
-
 # ------------------------------------------------------------------ parent: launch and watch
-def launcher_argv(dist: dict, log_dir: Path, job_file: Path, task: str) -> list[str]:
+def launcher_argv(dist: Distributed, log_dir: Path, run_root: Path, name: str, task: str) -> list[str]:
     argv = [sys.executable, "-m", "paddle.distributed.launch", "--log_dir", str(log_dir), "--job_id", f"toolkit-qat-{task}"]
-    argv += ["--devices", dist["devices"]] if dist.get("devices") else ["--nproc_per_node", str(dist.get("nproc") or 1)]
-    if dist.get("nodes"):
-        argv += ["--nnodes", str(len(dist["nodes"])), "--master", dist["master"], "--rank", str(node_rank(dist))]
-    # A non-.py program is run as given: each rank is `python -u -m toolkit.stages.quantize.distributed JOB`.
-    return argv + [sys.executable, "-u", "-m", "toolkit.stages.quantize.distributed", str(job_file)]
+    argv += ["--devices", dist.devices] if dist.devices else ["--nproc_per_node", str(dist.nproc)]
+    if dist.nodes:
+        argv += ["--nnodes", str(len(dist.nodes)), "--master", dist.master, "--rank", str(node_rank(dist))]
+    # A non-.py program is run as given: each rank is `python -u -m toolkit.stages.quantize.distributed RUN NAME`.
+    return argv + [sys.executable, "-u", "-m", "toolkit.stages.quantize.distributed", str(run_root), name]
 
 
 def _tail(path: Path, n: int = 3) -> list[str]:
@@ -152,9 +96,7 @@ def _why(code: int) -> str:
 
 def _failure(job, world: int, code: int, log_dir: Path) -> ToolkitError:
     """The launcher ended with an error: which rank, why, its log and the way on."""
-    from toolkit.stages.quantize.stage import _latest_checkpoint
-
-    latest = _latest_checkpoint(Path(log_dir).parent / "ckpt")
+    latest = latest_checkpoint(Path(log_dir).parent / "ckpt")
     resume = (f"`--resume` continues from the last checkpoint (step {latest[0]})" if latest
               else "no checkpoint was written yet: re-run the command (`--resume` continues from a checkpoint once there is one)")
     launcher_log = log_dir / "launcher.log"
@@ -177,53 +119,48 @@ def _failure(job, world: int, code: int, log_dir: Path) -> ToolkitError:
                         f"stopped; see its dist_logs).\n  {launcher_log} ends with:\n    {tail}", hint=resume)
 
 
-def launch(job, run, progress: Callable[[int, int, float], None] | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Run the QAT of `job` data-parallel through paddle.distributed.launch; returns rank 0's qat.json."""
-    from toolkit.stages.quantize.stage import search_before_training
-    from toolkit.rundir import atomic_write_json
-
-    dist = job.dist or {}
-    world = world_size(dist)
-    qdir = run.quant_dir(job.task)
-    qdir.mkdir(parents=True, exist_ok=True)
+def launch(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], None] | None = None,
+           log: Callable[[str], None] | None = None) -> dict:
+    """Run the QAT of `job` data-parallel through paddle.distributed.launch; returns rank 0's result."""
+    dist = job.dist
+    world = dist.world_size
+    run.quant_dir(job.task).mkdir(parents=True, exist_ok=True)
     search_before_training(job, run)  # once, here: the ranks read quant/<task>/search.json
-    log_dir = qdir / "dist_logs"
-    if not job.resume and log_dir.exists():
+    log_dir = run.dist_logs(job.task)
+    if not job.options.resume and log_dir.exists():
         for f in log_dir.iterdir():
             if f.is_file():
                 f.unlink()
     log_dir.mkdir(parents=True, exist_ok=True)
-    job_file = qdir / "dist_job.json"
-    atomic_write_json(job_file, _job_json(job))
-    (qdir / "qat.json").unlink(missing_ok=True)
-    argv = launcher_argv(dist, log_dir, job_file, job.task)
+    name = f"quantize-{job.task}"
+    job_file, result_file = run.job_files(name)
+    atomic_write_bytes(job_file, job.model_dump_json(indent=1).encode())
+    result_file.unlink(missing_ok=True)
+    argv = launcher_argv(dist, log_dir, run.root, name, job.task)
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([str(PKG_DIR.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    if job.device != "gpu":
+    if job.options.device != "gpu":
         env["PADDLE_DISTRI_BACKEND"] = "gloo"  # CPU collectives
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _per_node(dist))))
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // dist.per_node)))
     if log:
-        where = f"{len(dist['nodes'])} nodes, this is node {node_rank(dist)}" if dist.get("nodes") else "1 node"
+        where = f"{len(dist.nodes)} nodes, this is node {node_rank(dist)}" if dist.nodes else "1 node"
         log(f"QAT {job.task}: {world} ranks ({where}) through paddle.distributed.launch; logs in {log_dir}")
-    steps_total = None
-    train_log = qdir / "train_log.jsonl"
-    seen = len(train_log.read_text().splitlines()) if job.resume and train_log.exists() else 0  # steps shown before
+    steps_total = settings_for(job.task, job.source.load_config(), job.source.config, job.options).steps
+    train_log = run.train_log(job.task)
+    seen = latest_checkpoint(run.checkpoints(job.task))[0] if job.options.resume and latest_checkpoint(run.checkpoints(job.task)) else 0
     with open(log_dir / "launcher.log", "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(run.root), start_new_session=True)
         try:
             while True:
                 code = proc.poll()
                 if progress and train_log.exists():
-                    lines = [ln for ln in train_log.read_text().splitlines() if ln.strip()]
-                    if steps_total is None and job_file.exists():
-                        steps_total = _steps(job)
-                    for ln in lines[seen:]:
+                    for ln in [ln for ln in train_log.read_text().splitlines() if ln.strip()][seen:]:
                         try:
                             rec = json.loads(ln)
                         except json.JSONDecodeError:
                             break
                         seen += 1
-                        progress(int(rec["step"]), steps_total or int(rec["step"]), float(rec["loss"]))
+                        progress(int(rec["step"]), steps_total, float(rec["loss"]))
                 if code is not None:
                     break
                 time.sleep(0.5)
@@ -232,22 +169,11 @@ def launch(job, run, progress: Callable[[int, int, float], None] | None = None, 
             raise
     if code != 0:
         raise _failure(job, world, code, log_dir)
-    if not (qdir / "qat.json").exists():
-        raise ToolkitError(f"QAT {job.task}: the ranks finished but rank 0 wrote no {qdir / 'qat.json'}",
-                           hint=f"see {log_dir}/workerlog.0")
-    info = json.loads((qdir / "qat.json").read_text())
-    info["distributed"] = {"world_size": world, "logs": str(log_dir), **{k: v for k, v in dist.items()}}
+    if not result_file.exists():
+        raise ToolkitError(f"QAT {job.task}: the ranks finished but rank 0 wrote no {result_file}", hint=f"see {log_dir}/workerlog.0")
+    info = read_json(result_file, "rank result")
+    info["distributed"] = {"world_size": world, "logs": str(log_dir), **dist.model_dump()}
     return info
-
-
-def _steps(job) -> int | None:
-    from toolkit.models.sources import load_config
-
-    try:
-        cfg = load_config(job.source.config, tuple(job.source.overrides))
-        return int(job.settings(cfg)["steps"])
-    except (OSError, KeyError, ValueError, TypeError, ToolkitError):
-        return None
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -266,20 +192,23 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 # ------------------------------------------------------------------ each rank
-def worker(job_file: str) -> int:
-    """One rank: set up paddle.distributed, run the QAT loop with this rank and the world size."""
+def worker(run_dir: str, name: str) -> int:
+    """One rank: set up paddle.distributed, run the QAT loop with this rank and the world size;
+    rank 0 writes the result next to the job file."""
     from toolkit.engine import paddle
-    from toolkit.stages.quantize.stage import _set_device, run_qat
-    from toolkit.rundir import RunDir
 
     try:
-        job = _job_from_json(json.loads(Path(job_file).read_text()))
+        run = RunDir(run_dir, create=False)
+        job_file, result_file = run.job_files(name)
+        job = QuantJob.model_validate_json(job_file.read_text())
         pd = paddle()
-        _set_device(job.device)
+        set_device(job.options.device)
         pd.distributed.init_parallel_env()
         rank, world = pd.distributed.get_rank(), pd.distributed.get_world_size()
         print(f"toolkit QAT {job.task}: rank {rank} of {world}, pid {os.getpid()}", file=sys.stderr, flush=True)
-        run_qat(job, RunDir(Path(job_file).parent.parent.parent), rank=rank, world=world)
+        info = run_qat(job, run, rank=rank, world=world)
+        if rank == 0:
+            atomic_write_json(result_file, info)
     except ToolkitError as exc:
         print(f"error: {exc.message}", file=sys.stderr, flush=True)
         if exc.hint:
@@ -293,7 +222,7 @@ if __name__ == "__main__":
 
     warnings.filterwarnings("ignore", category=UserWarning)  # library chatter (setuptools, paddle), as the CLI does
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    if len(sys.argv) != 2:
-        print("usage: python -m paddle.distributed.launch ... python -m toolkit.stages.quantize.distributed JOB.json", file=sys.stderr)
+    if len(sys.argv) != 3:
+        print("usage: python -m paddle.distributed.launch ... python -m toolkit.stages.quantize.distributed RUN_DIR JOB_NAME", file=sys.stderr)
         sys.exit(2)
-    sys.exit(worker(sys.argv[1]))
+    sys.exit(worker(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,54 @@
+"""A stage in another process: `python -m toolkit.runners.worker RUN_DIR NAME`.
+
+The Docker runner writes RUN/jobs/NAME.job.json (`{"stage": ..., "job": <the job model's JSON>}`)
+and starts this in the container; it runs the local stage and writes RUN/jobs/NAME.result.json
+(`{"result": ...}` or `{"error": {"message", "hint"}}`). Nothing is scraped from output: stdout
+and stderr are only for people (progress lines).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from toolkit.errors import ToolkitError
+from toolkit.jobs import STAGE_JOBS
+from toolkit.rundir import RunDir, atomic_write_json
+
+
+def _progress(desc: str):
+    def update(done: int, total: int, loss: float | None = None) -> None:
+        if done == total or done % max(1, total // 4) == 0:
+            print(f"{desc}: {done}/{total}" + (f" loss {loss:.4f}" if loss is not None else ""), file=sys.stderr, flush=True)
+
+    return update
+
+
+def work(run_dir: str, name: str) -> int:
+    from toolkit.runners.local import LocalRunner
+
+    run = RunDir(run_dir, create=False)
+    job_file, result_file = run.job_files(name)
+    try:
+        envelope = json.loads(job_file.read_text())
+        stage = envelope["stage"]
+        job = STAGE_JOBS[stage].model_validate(envelope["job"])
+        local = LocalRunner()
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        if stage == "quantize":
+            result = local.quantize(job, run, progress=_progress(f"QAT {job.task}"), log=log)
+        else:
+            result = getattr(local, stage)(job, run, log)
+        atomic_write_json(result_file, {"result": result})
+        return 0
+    except ToolkitError as exc:
+        atomic_write_json(result_file, {"error": {"message": exc.message, "hint": exc.hint}})
+        return 2
+
+
+if __name__ == "__main__":
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    sys.exit(work(sys.argv[1], sys.argv[2]))

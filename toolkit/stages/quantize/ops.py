@@ -1,0 +1,149 @@
+"""The quantization operations the QAT loop, PTQ, the search and export share: PaddleSlim's QAT
+config (in the fake-quant format Paddle Lite reads), wrapping a model, keeping layers float,
+freezing normalisation, and switching single layers' fake quantization on and off."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable
+
+import numpy as np
+
+from toolkit.errors import ToolkitError
+from toolkit.stages.quantize.settings import QuantSettings
+
+
+def qat_config(settings: QuantSettings, pact: bool) -> dict:
+    """PaddleSlim QAT config; fake-quant format (onnx_format False) is what Paddle Lite reads."""
+    return {
+        "weight_preprocess_type": None,
+        "activation_preprocess_type": "PACT" if pact else None,
+        "weight_quantize_type": settings.weight_quantize_type,
+        "activation_quantize_type": settings.activation_quantize_type,
+        "weight_bits": settings.weight_bits,
+        "activation_bits": settings.activation_bits,
+        "dtype": "int8",
+        "window_size": 10000,
+        "moving_rate": 0.9,
+        "quantizable_layer_type": list(settings.quantizable_layer_type),
+        "onnx_format": False,
+    }
+
+
+def skip_quant_layers(model, patterns: list[str]) -> list[str]:
+    """Mark the sublayers whose names match `patterns` (fnmatch) to stay float; returns the names
+    of those that have weights (the ones quantization would otherwise touch)."""
+    names = []
+    for name, layer in model.named_sublayers():
+        if any(fnmatch.fnmatch(name, p) for p in patterns):
+            layer.skip_quant = True
+            if getattr(layer, "weight", None) is not None:
+                names.append(name)
+    return names
+
+
+def wrap_qat(model, settings: QuantSettings, pact: bool):
+    """Mark skipped layers, insert fake-quant layers in place; returns (PaddleSlim QAT object, layers kept float)."""
+    from paddleslim.dygraph.quant import QAT
+
+    skipped = skip_quant_layers(model, settings.skip_layers)
+    quanter = QAT(config=qat_config(settings, pact))
+    quanter.quantize(model)
+    return quanter, skipped
+
+
+def set_device(device: str) -> None:
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    if device == "gpu":
+        if not pd.device.is_compiled_with_cuda() or pd.device.cuda.device_count() == 0:
+            raise ToolkitError("--device gpu: no CUDA GPU is visible to paddle", hint="use --device cpu, or the GPU trainer image")
+        pd.set_device("gpu")
+    else:
+        pd.set_device("cpu")
+
+
+def freeze_norms(model) -> None:
+    """Training mode for the fake-quant observers, eval mode for batch norm and dropout: the shipped
+    models are re-parameterised and a few steps must not move their statistics."""
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    model.train()
+    for layer in model.sublayers():
+        if isinstance(layer, (pd.nn.BatchNorm, pd.nn.BatchNorm2D, pd.nn.BatchNorm1D, pd.nn.Dropout, pd.nn.LayerNorm)) or type(layer).__name__ in ("BatchNorm", "Dropout", "DropPath"):
+            layer.eval()
+    # Heads return only what inference uses when their own flag is off (not recursive).
+    head = getattr(model, "head", None)
+    if head is not None:
+        head.training = False
+
+
+def calibrate(model, inputs: list[np.ndarray]) -> None:
+    """Let the activation observers see real data (no weight update), then switch to eval."""
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    freeze_norms(model)
+    with pd.no_grad():
+        for x in inputs:
+            model(pd.to_tensor(x))
+    model.eval()
+
+
+class QuantSwitch:
+    """Turns the fake quantization of single layers of a QAT-wrapped model on and off."""
+
+    def __init__(self, model):
+        from toolkit.engine import paddle
+
+        pd = paddle()
+
+        class Identity(pd.nn.Layer):
+            def forward(self, x):
+                return x
+
+        self._identity = Identity
+        # PaddleSlim puts the quantized layer inside an output-scale wrapper at the original
+        # name (NAME._layer); the original name is what skip_layers and users refer to.
+        self.layers = {n.removesuffix("._layer"): lyr for n, lyr in model.named_sublayers() if hasattr(lyr, "_fake_quant_weight")}
+        self._saved = {n: (lyr._fake_quant_weight, lyr._fake_quant_input) for n, lyr in self.layers.items()}
+
+    def quantize_only(self, names) -> None:
+        """Fake-quantize exactly `names`; every other quantizable layer computes in float."""
+        names = set(names)
+        for n, lyr in self.layers.items():
+            if n in names:
+                lyr._fake_quant_weight, lyr._fake_quant_input = self._saved[n]
+            else:
+                lyr._fake_quant_weight, lyr._fake_quant_input = self._identity(), self._identity()
+
+    def drop_unused(self, forward: Callable[[], None]) -> None:
+        """Forget layers the inference graph never calls (re-parameterised branches, training-only
+        heads): they cost nothing on the device and measuring them would be wasted time."""
+        used: set[str] = set()
+        hooks = [lyr.register_forward_pre_hook(lambda layer, inp, n=n: used.add(n)) for n, lyr in self.layers.items()]
+        try:
+            forward()
+        finally:
+            for h in hooks:
+                h.remove()
+        self.layers = {n: lyr for n, lyr in self.layers.items() if n in used}
+
+    def weight_count(self, name: str) -> int:
+        w = getattr(self.layers[name], "weight", None)
+        return int(np.prod(w.shape)) if w is not None else 0
+
+
+def eager_forward(model, task) -> Callable[[np.ndarray], np.ndarray]:
+    """A numpy-in, numpy-out forward of a dygraph model (no gradients), for `Task.infer`."""
+    from toolkit.engine import paddle
+
+    pd = paddle()
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        with pd.no_grad():
+            return task.model_output(model(pd.to_tensor(x))).numpy()
+
+    return forward

@@ -1,4 +1,7 @@
 import json
+import random
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -7,7 +10,8 @@ from PIL import Image
 
 from toolkit.errors import ToolkitError
 from toolkit.data.labels import read_det_labels, read_rec_labels
-from toolkit.data.synth import find_fonts, synth_dataset
+from toolkit.data import synth
+from toolkit.data.synth import FONTS, find_fonts, synth_dataset
 
 COUNTS = dict(det_train=4, det_eval=2, rec_train=20, rec_eval=10)
 FILES = ("det/train.txt", "det/eval.txt", "rec/train.txt", "rec/eval.txt")
@@ -27,7 +31,8 @@ def test_layout_and_summary(made):
     assert len(list((out / "det/images").glob("*.jpg"))) == 6
     assert len(list((out / "rec/images").glob("*.jpg"))) == 30
     assert json.loads((out / "dataset.json").read_text()) == summary
-    assert summary["params"]["seed"] == 7 and summary["fonts"] and set(summary["sha256"]) == set(FILES)
+    assert summary["params"]["seed"] == 7 and set(summary["sha256"]) == set(FILES)
+    assert summary["fonts"] == [{"file": name, "sha256": FONTS[name]} for name in sorted(FONTS)]
     assert calls[-1] == (36, 36) and [c[0] for c in calls] == list(range(1, 37))
     assert not list(out.parent.glob(".data.*"))  # temp dir moved into place, nothing left behind
 
@@ -110,6 +115,80 @@ def test_refuses_foreign_directory(tmp_path):
 def test_find_fonts_sorted_existing():
     fonts = find_fonts()
     assert fonts == sorted(fonts) and all(isinstance(p, Path) and p.is_file() for p in fonts)
+    assert [p.name for p in fonts] == sorted(FONTS) and {p.parent for p in fonts} == {synth.font_dir()}
+
+
+def _synth_chars() -> set[str]:
+    rs = random.Random(0)
+    return set("".join(synth._phrase(rs, 6, 32) for _ in range(5000)))
+
+
+def test_fonts_draw_every_character_the_synthesiser_writes():
+    """Each font maps each character to a glyph named for it, and draws distinct, real glyphs.
+
+    The names catch the maths fonts (Computer Modern's cmmi/cmsy map ASCII codes to Greek
+    letters and arrows); the pixels catch placeholder fonts (one glyph for a whole block).
+    Computer Modern italic names its '$' glyph "dollar" but draws a pound sign, so it is left
+    out of FONTS by inspection, not by this check.
+    """
+    from fontTools import agl
+    from fontTools.ttLib import TTFont
+    from PIL import ImageFont
+
+    chars = _synth_chars()
+    assert chars >= set("AZaz09$%#-/:.,!() ") and all(" " <= c <= "~" for c in chars)
+    for path in find_fonts():
+        cmap = TTFont(path, lazy=True).getBestCmap()
+        assert all(agl.toUnicode(cmap.get(ord(c), ".notdef")) == c for c in chars), path.name
+        font = ImageFont.truetype(str(path), 24)
+        shapes = {c: (font.getmask(c).size, bytes(font.getmask(c))) for c in chars - {" "}}
+        assert len(set(shapes.values())) == len(shapes), path.name
+        assert all(size[0] > 0 for size, _ in shapes.values()), path.name
+        assert font.getlength(" ") > 0 and font.getbbox("Hg")[3] > font.getbbox("H")[3], path.name
+
+
+def test_fonts_added_to_the_system_change_nothing(made, tmp_path, monkeypatch):
+    """The same seed gives the same bytes whatever fonts the machine has (fontconfig or ~/.fonts)."""
+    out, summary, _ = made
+    extra = tmp_path / "home" / ".fonts"
+    extra.mkdir(parents=True)
+    shutil.copy(synth.font_dir() / "DejaVuSans-Bold.ttf", extra / "AAAExtraSans.ttf")
+    (tmp_path / "home" / ".local/share/fonts").mkdir(parents=True)
+    shutil.copy(synth.font_dir() / "STIXGeneral.ttf", tmp_path / "home" / ".local/share/fonts" / "Extra2.ttf")
+    conf = tmp_path / "fonts.conf"
+    conf.write_text(f"""<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd">
+<fontconfig><include ignore_missing="yes">/etc/fonts/fonts.conf</include><dir>{extra}</dir>
+<cachedir>{tmp_path / "fc-cache"}</cachedir></fontconfig>""")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FONTCONFIG_FILE", str(conf))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if shutil.which("fc-list"):  # the system really does offer the extra font now
+        listed = subprocess.run(["fc-list", "--format", "%{file}\n"], capture_output=True, text=True).stdout
+        assert str(extra / "AAAExtraSans.ttf") in listed
+    again = tmp_path / "again"
+    assert synth_dataset(again, **COUNTS, seed=7) == summary
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    for f in files:
+        assert (out / f).read_bytes() == (again / f).read_bytes(), f
+
+
+def test_changed_or_missing_fonts_are_refused(tmp_path, monkeypatch):
+    fonts = tmp_path / "ttf"
+    shutil.copytree(synth.font_dir(), fonts)
+    monkeypatch.setattr(synth, "font_dir", lambda: fonts)
+    assert find_fonts()[0].parent == fonts
+    with open(fonts / "cmr10.ttf", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ToolkitError, match="cmr10.ttf of matplotlib .* differs") as e:
+        synth_dataset(tmp_path / "data", 1, 1, 1, 1)
+    assert "matplotlib==" in e.value.hint and not (tmp_path / "data").exists()
+    (fonts / "cmr10.ttf").unlink()
+    with pytest.raises(ToolkitError, match="cmr10.ttf of matplotlib .* is missing"):
+        find_fonts()
+    monkeypatch.undo()
+    monkeypatch.setattr(synth, "find_spec", lambda name: None)
+    with pytest.raises(ToolkitError, match="matplotlib, which is not installed"):
+        find_fonts()
 
 
 def test_damaged_dataset_is_rebuilt(tmp_path):

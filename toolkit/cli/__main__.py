@@ -1,5 +1,5 @@
-"""`python -m toolkit.cli ...`: the same as the `toolkit` console script (used inside containers)."""
+"""`python -m toolkit.cli ...`: the same as the `toolkit` console script."""
 
-from toolkit.cli.app import main
+from toolkit.cli.main import main
 
 main()

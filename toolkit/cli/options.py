@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import typing
 from typing import Any, Callable, List, Optional
 
@@ -55,8 +56,13 @@ def build(model: type[BaseModel], values: dict, prefix: Callable[[str], str] = f
         msg = err["msg"].removeprefix("Value error, ")
         if loc:
             raise ToolkitError(f"{prefix(loc[0])} {values.get(loc[0])!r}: {msg[:1].lower() + msg[1:]}",
-                               hint=f"see `toolkit COMMAND --help` for {prefix(loc[0])}") from None
-        raise ToolkitError(msg, hint="see `toolkit COMMAND --help`") from None
+                               hint=f"see `{_command()} --help` for {prefix(loc[0])}") from None
+        raise ToolkitError(msg, hint=f"see `{_command()} --help`") from None
+
+
+def _command() -> str:
+    words = [a for a in sys.argv[1:3] if not a.startswith("-")][:1]
+    return " ".join(["toolkit", *words])
 
 
 def model_options(model: type[BaseModel], dest: str, exclude: tuple[str, ...] = ()) -> Callable:

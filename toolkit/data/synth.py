@@ -12,12 +12,11 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
-import subprocess
 import tempfile
 import zlib
 from functools import lru_cache
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable
 
@@ -27,8 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from toolkit.errors import ToolkitError
 
-SYNTH_VERSION = 2  # bump when the output changes, so cached datasets are rebuilt
-DEFAULT_FONT = "<pillow default>"
+SYNTH_VERSION = 3  # bump when the output changes, so cached datasets are rebuilt
 LABEL_FILES = ("det/train.txt", "det/eval.txt", "rec/train.txt", "rec/eval.txt")
 
 WORDS = """
@@ -63,52 +61,78 @@ MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 CODE_PREFIXES = "INV PO SKU REF ORD ID NO TKT LOT".split()
 DARK_INKS = [(20, 20, 20), (40, 40, 40), (60, 60, 60), (30, 45, 115), (125, 25, 25), (25, 85, 40)]
 LIGHT_INKS = [(250, 250, 250), (235, 235, 235), (240, 220, 80), (205, 230, 245)]
-_FONT_SUFFIXES = {".ttf", ".otf", ".ttc"}
-# Fonts that are not plain running text (symbols, maths, scripts, hairline weights).
-_SKIP_FONT = re.compile(r"math|symbol|emoji|dingbat|wingding|webding|icon|awesome|braille|ornament"
-                        r"|z003|chancery|script|extralight|ultralight|thin|hairline", re.I)
+# The only fonts the synthesiser draws with: those in matplotlib's wheel (mpl-data/fonts/ttf),
+# byte-identical in every matplotlib from 3.8.4 to 3.11.2, each checked by sha256 before use.
+# Never the system's fonts: the same seed must give the same images on every machine. Left
+# out: the maths and symbol fonts (cmmi10, cmsy10, cmex10, STIXNonUni*, STIXSiz*), the Display
+# subsets (no digits or punctuation), LastResortHE (one placeholder glyph per Unicode block)
+# and cmti10 (Computer Modern italic draws '£' for '$'; also only in matplotlib >= 3.11).
+FONTS = {
+    "DejaVuSans-Bold.ttf": "b184b89e3c1075f22f6b71575b6fc20d4972b3cfd3b23322ca6fd596dcaef167",
+    "DejaVuSans-BoldOblique.ttf": "6edf0283160186af451cbee71e7b845f2e4cabf264bb992ce668c83c25465e6f",
+    "DejaVuSans-Oblique.ttf": "ccdf74b350f11fd3dd5774de50e5e6346a1a5da1f5b7d5fb83590665e97a5213",
+    "DejaVuSans.ttf": "3fdf69cabf06049ea70a00b5919340e2ce1e6d02b0cc3c4b44fb6801bd1e0d22",
+    "DejaVuSansMono-Bold.ttf": "baada9a5172fe20886251aff0433fc38461912d5daf07287e7bee56620a8da96",
+    "DejaVuSansMono-BoldOblique.ttf": "a69081c15c76c827e0a27a5a7f5c74b6135c843499955495ffa8c20d3a98288b",
+    "DejaVuSansMono-Oblique.ttf": "28052813f7a709fc89f52d192dc995ef4f0fdc5c3d7b73a49d6849b1916d0cd0",
+    "DejaVuSansMono.ttf": "602ec86b8948cfcd956482fe64f94c36c867770149ef2f791d4613f443bcecb3",
+    "DejaVuSerif-Bold.ttf": "c3753f2ed6bc673f15846dc45addbeb3b9c872f32fb18fd53a21f1bef1ed7676",
+    "DejaVuSerif-BoldItalic.ttf": "d93efec7a9d2e826768d1a2ee95b95870e15e29599a84f3484af1de1cec2e181",
+    "DejaVuSerif-Italic.ttf": "3e7994fbc54fa10ce3352a42d548fadd7d9cadb69cb1109bc9d960f6dac57f04",
+    "DejaVuSerif.ttf": "107244956e9962b9e96faccdc551825e0ae0898ae13737133e1b921a2fd35ffa",
+    "STIXGeneral.ttf": "167378031e2dddc6216d67819c9260e9a06ffc4c478e4e23cb98a6fd44b183c2",
+    "STIXGeneralBol.ttf": "e8533dc7083fa346bda1933d60ea4a83b67d0945bceaf1b3541f82b4a0e2c6a0",
+    "STIXGeneralBolIta.ttf": "98788fd4ba48dfbb2bd026c0e20a247a8b06c7372879628b7a6bb0d5bb09736c",
+    "STIXGeneralItalic.ttf": "6cfcb333d22b7c3c623bdfd40174f14c85c3d6731ca6166c1edc80140eae8527",
+    "cmb10.ttf": "074497b50c43ea57597181591f9893d38fc12a87e95104f5657fc2481f61a23a",
+    "cmr10.ttf": "4dd9761b058c009db9b2145f55ee6617d093c273dd3d6c5b3e43ff6110fa9bf6",
+    "cmss10.ttf": "7df91a83d05b2e471ec638cb0b435a360a3c792b09fc42a7da67e91f2e79115a",
+    "cmtt10.ttf": "6211f09ae93599991afda970c24669dad1a77e253d915624fbf212f702f071d7",
+}
+MATPLOTLIB_PIN = "matplotlib==3.9.4"  # what to install if the fonts are missing or differ
+
+
+def font_dir() -> Path:
+    """matplotlib's bundled TrueType folder, found without importing matplotlib."""
+    spec = find_spec("matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise ToolkitError("synthetic data is drawn with the fonts shipped in matplotlib, which is not installed",
+                           hint=f"pip install {MATPLOTLIB_PIN}")
+    return Path(list(spec.submodule_search_locations)[0]) / "mpl-data" / "fonts" / "ttf"
 
 
 def find_fonts() -> list[Path]:
-    """Latin-capable TrueType/OpenType fonts on this machine, sorted so runs are reproducible."""
-    files: list[Path] = []
-    if shutil.which("fc-list"):
-        try:
-            out = subprocess.run(["fc-list", ":lang=en", "--format", "%{file}\n"],
-                                 capture_output=True, text=True, timeout=60, check=True).stdout
-            files = [Path(line) for line in out.splitlines() if line.strip()]
-        except (OSError, subprocess.SubprocessError):
-            files = []
-    if not files:
-        home = Path(os.path.expanduser("~"))
-        dirs = [Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), home / ".fonts",
-                home / ".local/share/fonts"]
-        files = [p for d in dirs if d.is_dir() for p in d.rglob("*")]
-    candidates = sorted({p.resolve() for p in files if p.suffix.lower() in _FONT_SUFFIXES
-                         and not _SKIP_FONT.search(p.name) and p.is_file()})
-    return [p for p in candidates if _draws_latin(p)]
+    """The synthesiser's fonts, sorted by file name, each verified against FONTS."""
+    folder = font_dir()
+    fonts = []
+    for name, want in sorted(FONTS.items()):
+        path = folder / name
+        got = _sha256(path) if path.is_file() else None
+        if got != want:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                installed = f"matplotlib {version('matplotlib')}"
+            except PackageNotFoundError:
+                installed = "matplotlib"
+            state = "is missing" if got is None else f"differs (sha256 {got}, expected {want})"
+            raise ToolkitError(f"font {path} of {installed} {state}; the synthetic "
+                               "data would not be the same as on other machines",
+                               hint=f"pip install {MATPLOTLIB_PIN} (any matplotlib 3.8.4 to 3.11.2 ships these fonts)")
+        fonts.append(path)
+    return fonts
 
 
-def _draws_latin(path: Path) -> bool:
-    """True if the font has real glyphs for ASCII (not the 'missing glyph' box)."""
-    try:
-        font = ImageFont.truetype(str(path), 24)
-        masks = [font.getmask(c) for c in "Ag5$\U0010FFFD"]
-    except (OSError, ValueError):
-        return False
-    shapes = [(m.size, bytes(m)) for m in masks]
-    return all(s[0][0] > 0 and s != shapes[-1] for s in shapes[:-1])
+def renderer() -> str:
+    """The libraries whose versions decide the pixels besides the fonts (glyph rasteriser, JPEG encoder)."""
+    from PIL import __version__ as pillow, features
+
+    return f"Pillow {pillow} (FreeType {features.version('freetype2')}, libjpeg {features.version('jpg')})"
 
 
 @lru_cache(maxsize=1024)
 def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
-    if path != DEFAULT_FONT:
-        return ImageFont.truetype(path, size)
-    font = ImageFont.load_default(size=size)
-    if not isinstance(font, ImageFont.FreeTypeFont):
-        raise ToolkitError("no TrueType fonts found and Pillow's built-in font is not scalable",
-                           hint="install fonts (e.g. apt-get install fonts-dejavu-core) or Pillow >= 10.1")
-    return font
+    return ImageFont.truetype(path, size)
 
 
 # ---------------------------------------------------------------- text
@@ -348,11 +372,12 @@ def synth_dataset(out_dir: Path, det_train: int, det_eval: int, rec_train: int, 
     for name, value in {**counts, "seed": seed}.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ToolkitError(f"synthetic data: {name} must be a whole number >= 0, got {value!r}")
-    params = {"version": SYNTH_VERSION, "seed": seed, **counts}
-    fonts = [str(p) for p in find_fonts()] or [DEFAULT_FONT]
+    params = {"version": SYNTH_VERSION, "seed": seed, **counts, "renderer": renderer()}
+    fonts = find_fonts()
+    records = [{"file": p.name, "sha256": FONTS[p.name]} for p in fonts]  # dataset.json: no machine paths
     total = sum(counts.values())
     existing = _existing_summary(out_dir)
-    if existing and existing.get("params") == params and existing.get("fonts") == fonts:
+    if existing and existing.get("params") == params and existing.get("fonts") == records:
         if progress:
             progress(total, total)
         return existing
@@ -362,7 +387,7 @@ def synth_dataset(out_dir: Path, det_train: int, det_eval: int, rec_train: int, 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        summary = _build(tmp, params, fonts, progress)
+        summary = _build(tmp, params, [str(p) for p in fonts], records, progress)
         os.chmod(tmp, 0o755)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
@@ -399,7 +424,7 @@ def _rngs(seed: int, stream: str, index: int) -> tuple[np.random.Generator, rand
             random.Random(f"{seed}/{stream}/{index}"))
 
 
-def _build(root: Path, params: dict, fonts: list[str], progress) -> dict:
+def _build(root: Path, params: dict, fonts: list[str], records: list[dict], progress) -> dict:
     total = sum(params[k] for k in ("det_train", "det_eval", "rec_train", "rec_eval"))
     done = 0
     boxes_per_split = {}
@@ -437,7 +462,7 @@ def _build(root: Path, params: dict, fonts: list[str], progress) -> dict:
         write_labels(root / "rec" / f"{split}.txt", lines)
     summary = {
         "params": params,
-        "fonts": fonts,
+        "fonts": records,
         "counts": {**{k: params[k] for k in ("det_train", "det_eval", "rec_train", "rec_eval")},
                    "det_boxes_train": boxes_per_split["train"], "det_boxes_eval": boxes_per_split["eval"]},
         "sha256": {f: _sha256(root / f) for f in LABEL_FILES},

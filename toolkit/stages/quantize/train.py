@@ -200,7 +200,7 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
         search = fallback.after_training(model, settings, search, job)
         settings = settings.model_copy(update={"skip_layers": settings.skip_layers + search["added_after_training"]})
         skipped = skipped + search["added_after_training"]
-    tmp = run.quant_dir(job.task) / ".qat_final.tmp"
+    tmp = run.qat_state(job.task).with_name(".qat_final.tmp")
     pd.save(model.state_dict(), str(tmp))
     os.replace(tmp, run.qat_state(job.task))
     losses = [json.loads(line)["loss"] for line in log_path.read_text().splitlines() if line.strip()]

@@ -286,24 +286,17 @@ class RunDir:
             }
             atomic_write_json(self.manifest_path, m)
 
-    def forget_stage(self, name: str) -> None:
-        with open(self.root / ".manifest.lock", "a") as lk:
-            fcntl.flock(lk, fcntl.LOCK_EX)
-            m = self.manifest()
-            if m["stages"].pop(name, None) is not None:
-                atomic_write_json(self.manifest_path, m)
-
     def run_stage(self, name: str, key: str, fn: Callable[[], tuple[dict, list[Path]]], log: Callable[[str], None] | None = None) -> dict:
         """Run `fn` unless the manifest says this exact work is done; record what it wrote.
 
-        The record is dropped before the work starts, so an interrupted or failed stage is never
+        Outputs are written atomically and a record is only trusted while its outputs' hashes
+        match, so a failed or interrupted stage leaves the directory as it was and is never
         mistaken for a finished one."""
         cached = self.stage_result(name, key)
         if cached is not None:
             if log:
                 log(f"{name}: up to date, skipped")
             return {**cached, "skipped": True}
-        self.forget_stage(name)
         t0 = time.monotonic()
         result, outputs = fn()
         self.record_stage(name, key, outputs, result, time.monotonic() - t0)

@@ -79,9 +79,10 @@ def data_check(data: Path = typer.Option(..., "--data", help="A dataset folder."
     if len(problems) > 50:
         human.append(f"  ... and {len(problems) - 50} more (--json lists all)")
     emit(rows, as_json, "\n".join(human))
-    if problems:
-        raise ToolkitError(f"{data}: {len(problems)} problem(s) (listed above)",
-                           hint="fix or remove those lines; training can skip them with --skip-bad-labels")
+    if problems:  # the listing above is the result; the status says it is not clean
+        typer.echo(f"error: {data}: {len(problems)} problem(s) ({'in the JSON document' if as_json else 'listed above'})", err=True)
+        typer.echo("  hint: fix or remove those lines; training can skip them with --skip-bad-labels", err=True)
+        raise typer.Exit(2)
 
 
 @app.command()

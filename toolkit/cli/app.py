@@ -110,7 +110,6 @@ def sources(run, tasks: list[str], det: str | None = None, rec: str | None = Non
         if spec is None and not o and t in prev:
             spec, o = prev[t]["spec"], prev[t]["overrides"]
         out[t] = resolve_source(t, spec, tuple(o))
-    run.update_state(sources={**prev, **{t: {"spec": s.spec, "overrides": list(s.overrides)} for t, s in out.items()}})
     return out
 
 
@@ -119,14 +118,23 @@ def datasets(run, data: Optional[List[Path]]) -> list[Path]:
     from toolkit.data.datasets import open_datasets
 
     if data:
-        found = [d.path for d in open_datasets(data)]
-        run.update_state(datasets=[str(p) for p in found])
-        return found
+        return [d.path for d in open_datasets(data)]
     known = run.state().get("datasets")
     if not known:
         raise ToolkitError(f"no dataset for {run.root}", hint="pass --data DIR (det/ and rec/ label files), or make one with "
                                                                "`toolkit data synth` / `toolkit data real`, or run `toolkit run`")
     return [Path(p) for p in known]
+
+
+def remember(run, sources: dict, datasets: list[Path] | None = None) -> None:
+    """Write the sources and datasets a command was given into run.json (once the job is valid),
+    so the next command on this run directory needs no flags."""
+    state = run.state()
+    new = {"sources": {**state.get("sources", {}), **{t: {"spec": s.spec, "overrides": list(s.overrides)} for t, s in sources.items()}}}
+    if datasets is not None:
+        new["datasets"] = [str(p) for p in datasets]
+    if any(state.get(k) != v for k, v in new.items()):
+        run.update_state(**new)
 
 
 def runner(name: str, ui: UI):

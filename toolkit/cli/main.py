@@ -50,6 +50,9 @@ def main() -> None:
         fail(exc.format_message(), f"see `toolkit {' '.join(a for a in sys.argv[1:3] if not a.startswith('-'))} --help`", 2)
     except typer.Abort:
         fail("aborted", None, 1)
+    except OSError as exc:  # the filesystem said no where no stage expected it
+        where = exc.filename or "a file"
+        fail(f"{where}: {exc.strerror or exc}", "check the path, its permissions and the free disk space", 2)
     except Exception as exc:  # a bug: say so plainly, keep the traceback for TOOLKIT_DEBUG
         if os.environ.get("TOOLKIT_DEBUG"):
             raise

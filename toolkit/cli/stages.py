@@ -10,8 +10,8 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from toolkit.cli.app import (DATA, JSON, RUN_DIR, RUNNER, SOURCES, TARGETS, TASKS, UI, app, datasets, emit, metrics_table, runner,
-                             sources, targets)
+from toolkit.cli.app import (DATA, JSON, RUN_DIR, RUNNER, SOURCES, TARGETS, TASKS, UI, app, datasets, emit, metrics_table, remember,
+                             runner, sources, targets)
 from toolkit.cli.options import model_options
 from toolkit.jobs import QuantOptions
 
@@ -37,6 +37,7 @@ def quantize(options: QuantOptions, run_dir: Path = RUN_DIR, tasks: str = TASKS,
              rec_o: List[str] = SOURCES["rec_o"], runner_name: str = RUNNER, as_json: bool = JSON):
     """Quantization-aware training (or PTQ) of det and/or rec."""
     from toolkit.jobs import QuantJob
+    from toolkit.stages.quantize.stage import check
     from toolkit.tasks import parse_tasks
 
     ui = UI(as_json)
@@ -44,8 +45,12 @@ def quantize(options: QuantOptions, run_dir: Path = RUN_DIR, tasks: str = TASKS,
     with opened(run_dir, create=True) as run:
         srcs, found = sources(run, ts, det, rec, det_o, rec_o), datasets(run, data)
         dist = options.distributed(os.cpu_count()) if options.method == "qat" else None
-        out = {t: runner(runner_name, ui).quantize(QuantJob(task=t, source=srcs[t], datasets=found, options=options, dist=dist), run,
-                                                   progress=ui.progress(f"{options.method.upper()} {t}"), log=ui.log) for t in ts}
+        jobs = [QuantJob(task=t, source=srcs[t], datasets=found, options=options, dist=dist) for t in ts]
+        for job in jobs:
+            check(job)
+        remember(run, srcs, found)
+        out = {j.task: runner(runner_name, ui).quantize(j, run, progress=ui.progress(f"{options.method.upper()} {j.task}"), log=ui.log)
+               for j in jobs}
     emit(out, as_json, "\n".join(f"{t}: {r['method']} {'(up to date)' if r.get('skipped') else 'done'}" for t, r in out.items()))
 
 
@@ -59,6 +64,7 @@ def export(run_dir: Path = RUN_DIR, tasks: str = TASKS, runner_name: str = RUNNE
     ts = parse_tasks(tasks)
     with opened(run_dir) as run:
         srcs = sources(run, ts)
+        remember(run, srcs)
         out = {t: runner(runner_name, ui).export(ExportJob(task=t, source=srcs[t]), run, ui.log) for t in ts}
     emit(out, as_json, "\n".join(f"{t}: {r['float_dir']}  {r['quant_dir']}" for t, r in out.items()))
 
@@ -74,6 +80,7 @@ def convert(run_dir: Path = RUN_DIR, tasks: str = TASKS, target: Optional[List[s
     ts, chosen = parse_tasks(tasks), targets(target, all_targets)
     with opened(run_dir) as run:
         job = ConvertJob(targets=chosen, sources=sources(run, ts), tasks=ts)
+        remember(run, job.sources)
         res = runner(runner_name, ui).convert(job, run, ui.log)
     lines = [f"{name:<16} {t}: float {r[t]['float']['bytes'] / 1e6:.2f} MB, int8 {r[t]['int8']['bytes'] / 1e6:.2f} MB "
              f"({r[t]['int8_size_ratio']:.0%}), {r[t]['int8']['int8_ops']} int8 ops" for name, r in res["targets"].items() for t in ts]
@@ -96,6 +103,7 @@ def analyze(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[List[Pat
     ts = parse_tasks(tasks)
     with opened(run_dir, create=True) as run:
         srcs, found = sources(run, ts, det, rec, det_o, rec_o), datasets(run, data)
+        remember(run, srcs, found)
         out = {t: run_analyze(AnalyzeJob(task=t, source=srcs[t], datasets=found, probe=probe, skip_bad_labels=skip_bad_labels), run,
                               progress=ui.progress(f"sensitivity {t}"), log=ui.log) for t in ts}
     emit(out, as_json, "\n".join(_sensitivity_table(t, r) for t, r in out.items()))
@@ -124,6 +132,7 @@ def evaluate(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[List[Pa
     with opened(run_dir) as run:
         job = build(EvalJob, {"sources": sources(run, ts), "datasets": datasets(run, data), "tasks": ts, "max_drop": max_drop,
                               "skip_bad_labels": skip_bad_labels, "limit": limit})
+        remember(run, job.sources, job.datasets)
         res = runner(runner_name, ui).evaluate(job, run, ui.log)
     emit(res, as_json, metrics_table(res))
 
@@ -140,7 +149,9 @@ def bundle(run_dir: Path = RUN_DIR, tasks: str = TASKS, target: Optional[List[st
     ts, chosen = parse_tasks(tasks), targets(target, all_targets)
     with opened(run_dir) as run:
         found = [Path(p) for p in run.state().get("datasets", [])]
-        res = run_bundle(BundleJob(targets=chosen, sources=sources(run, ts), datasets=found, tasks=ts), run, ui.log)
+        job = BundleJob(targets=chosen, sources=sources(run, ts), datasets=found, tasks=ts)
+        remember(run, job.sources)
+        res = run_bundle(job, run, ui.log)
     emit(res, as_json, "\n".join(f"{n}: {r['path']} ({r['files']} files)" for n, r in res.items()))
 
 
@@ -158,6 +169,7 @@ def run_cmd(quant: QuantOptions, target: Optional[List[str]] = TARGETS, all_targ
     from toolkit.jobs import RunJob
     from toolkit.pipeline import run_all
     from toolkit.stages.deploy import check_spec
+    from toolkit.stages.quantize.stage import check
     from toolkit.tasks import parse_tasks
 
     ui = UI(as_json)
@@ -167,6 +179,9 @@ def run_cmd(quant: QuantOptions, target: Optional[List[str]] = TARGETS, all_targ
     with opened(run_dir, create=True) as run:
         job = RunJob(targets=chosen, tasks=ts, sources=sources(run, ts, det, rec, det_o, rec_o),
                      datasets=datasets(run, data) if data else [], quant=quant, runner=runner_name)
+        for task in ts:
+            check(job.quant_job(task, job.datasets))
+        remember(run, job.sources, job.datasets or None)
         report = run_all(job, run, ui, deploy_to=spec)
     lines = [metrics_table(report["metrics"])]
     for name, t in report["targets"].items():

@@ -233,9 +233,10 @@ def list_devices(targets: list[Target], extra: list[str] | None = None, ssh: dic
 
     try:
         listed = [(f"adb:{d['serial']}", d) for d in adb_devices()]
-    except ToolkitError:
+    except (ToolkitError, OSError) as exc:
         if not extra:
-            raise
+            raise ToolkitError(f"cannot list adb devices: {getattr(exc, 'message', None) or exc}",
+                               hint="install adb (apt-get install adb) or set TOOLKIT_ADB; ssh boards: --device ssh:user@host") from None
         listed = []  # no adb client: the ssh/dir devices named are still probed
     specs = listed + [(s, {}) for s in (extra or [])]
 

@@ -66,7 +66,10 @@ def set_device(device: str) -> None:
 
 def freeze_norms(model) -> None:
     """Training mode for the fake-quant observers, eval mode for batch norm and dropout: the shipped
-    models are re-parameterised and a few steps must not move their statistics."""
+    models are re-parameterised and a few steps must not move their statistics. The network's
+    top-level parts take their inference branch (not recursive): in training mode rec's backbone
+    squeezes every line to 40 steps and the heads return training-only outputs, so QAT would
+    train a different computation from the one that is exported."""
     from toolkit.engine import paddle
 
     pd = paddle()
@@ -74,10 +77,10 @@ def freeze_norms(model) -> None:
     for layer in model.sublayers():
         if isinstance(layer, (pd.nn.BatchNorm, pd.nn.BatchNorm2D, pd.nn.BatchNorm1D, pd.nn.Dropout, pd.nn.LayerNorm)) or type(layer).__name__ in ("BatchNorm", "Dropout", "DropPath"):
             layer.eval()
-    # Heads return only what inference uses when their own flag is off (not recursive).
-    head = getattr(model, "head", None)
-    if head is not None:
-        head.training = False
+    for name in ("backbone", "head"):
+        part = getattr(model, name, None)
+        if part is not None:
+            part.training = False
 
 
 def calibrate(model, inputs: list[np.ndarray]) -> None:

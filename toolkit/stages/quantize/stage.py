@@ -15,8 +15,16 @@ from toolkit.jobs import QuantJob
 from toolkit.rundir import RunDir
 
 
+def check(job: QuantJob) -> None:
+    """The job's settings are valid (config section, overrides, flags): checked before any work."""
+    from toolkit.stages.quantize.settings import settings_for
+
+    settings_for(job.task, job.source.load_config(), job.source.config, job.options)
+
+
 def quantize(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], None] | None = None,
              log: Callable[[str], None] | None = None) -> dict:
+    check(job)
     options = job.options.model_dump(exclude={"resume", "skip_bad_labels", "nproc", "devices", "nodes", "master"})
     options["skip_layer"] = job.options.skip_patterns(job.task)
     if job.options.method == "ptq":

@@ -9,13 +9,17 @@ The bundles are made by tests/devices/harness.make_bundle in the bundle stage's 
 manifest format with small stand-in model files (their content does not matter to the
 transport). Android's bionic runtime cannot run in the chroot, so runtime/bin/ppocr_runner
 is tests/devices/standin_runner.c, statically linked for aarch64: it reads the config and
-model files and times that, and recognises nothing.
+model files and times that, and recognises nothing (its batch mode too, so the plumbing of
+toolkit/stages/verify.py runs in CI and says "standin"). With TOOLKIT_LITE_SOURCE (a Paddle
+Lite clone with tag v2.12; skipped without it, also in CI) the real linux-arm64 runtime is
+built (tests/test_runtime.py), deployed over ssh, smoke-run and verified against Paddle Inference.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -71,7 +75,8 @@ def deploy_json(adb_server, *args, devices: tuple = ()) -> tuple[subprocess.Comp
     """`toolkit deploy --json ARGS`; for each emulated device given, the row for its serial must come
     from that device (the emulator puts its port in the model name)."""
     p = tk(adb_server, "deploy", "--json", *args)
-    res = json.loads(p.stdout) if p.stdout.strip() else {}
+    # The result document first; a failure adds an error document after it.
+    res = json.JSONDecoder().raw_decode(p.stdout.strip())[0] if p.stdout.strip() else {}
     rows = {r["device"]: r for r in res.get("devices", [])}
     for dev in devices:
         facts = rows[f"adb:{dev.serial}"].get("facts") or {}
@@ -275,6 +280,7 @@ def test_ssh_linux_arm64(tmp_path, runner, sshd, adb_server):
     assert p.returncode == 0, p.stderr
     r = res["devices"][0]
     assert r["status"] == "ok" and r["facts"]["abi"] == "aarch64" and r["sent"] > 0
+    assert r["facts"]["glibc"] == "2.36"  # the chroot's Debian 12; BUILD-INFO.json says what a runtime needs
     assert r["smoke"]["result"]["models"]["rec"]["path"] == name and r["benchmark"]["ok"]
     assert (sshd.private / "ppocr" / "current" / name).read_bytes() == b"rec" * 50
     assert not pwned(Path("/"), harness.ROOTFS)
@@ -297,3 +303,106 @@ def test_ssh_linux_arm64(tmp_path, runner, sshd, adb_server):
     make_bundle(run, "linux-armhf", runner)
     p = tk(adb_server, "deploy", "--target", "linux-armhf", "--run-dir", run, "--device", spec, *auth)
     assert_clean_failure(p, "ABI aarch64", "linux-armhf needs one of armv7l")
+
+
+# ------------------------------------------------------------------ the real runtime (Paddle Lite source needed)
+@pytest.mark.slow
+def test_real_runtime_over_ssh_smoke_and_verify(tmp_path, sshd, adb_server, small_data):
+    """The linux-arm64 runtime built from TOOLKIT_LITE_SOURCE, in a bundle with float .nb files of the
+    built-in models, deployed over ssh to the arm64 chroot: --smoke reads the test image's text, and
+    verify() finds the device's outputs equal to Paddle Inference's (the run's "quantized" models here
+    are those same float models, so any difference is the runtime's). Skipped without a Lite source."""
+    from test_runtime import arm64_runtime_dir, convert_zoo, text_image
+
+    from toolkit.devices.ssh import SshTransport
+    from toolkit.models.sources import resolve_source
+    from toolkit.rundir import RunDir
+    from toolkit.stages.verify import VerifyJob, verify
+    from toolkit.targets import get_target
+    from toolkit.tasks import get_task
+
+    runtime = arm64_runtime_dir()
+    run = tmp_path / "run"
+    nbs = convert_zoo(tmp_path / "nb")
+    sources = {t: resolve_source(t, None) for t in ("det", "rec")}
+    cfgs = {t: s.load_config() for t, s in sources.items()}
+    cfg = {"lite_version": "v2.12", "threads": 1, "power_mode": "LITE_POWER_HIGH", **{t: get_task(t).runtime_config(c) for t, c in cfgs.items()}}
+    files = {f"models/{t}.nb": p.read_bytes() for t, p in nbs.items()}
+    files[cfg["rec"]["dict"]] = Path(cfgs["rec"]["Global"]["character_dict_path"]).read_bytes()
+    files["test/image.jpg"] = text_image(tmp_path / "line.png", "Device truth 2024").read_bytes()  # stb_image reads PNG by content
+    make_bundle(run, "linux-arm64", None, files, cfg, runtime=runtime)
+    spec = f"ssh:root@127.0.0.1:{sshd.port}"
+    p, res = deploy_json(adb_server, "--target", "linux-arm64", "--run-dir", run, "--device", spec, "--ssh-key", sshd.key,
+                         "--known-hosts", sshd.known_hosts, "--smoke")
+    assert p.returncode == 0, p.stderr
+    smoke = res["devices"][0]["smoke"]["result"]
+    assert smoke["lite_version"] == "v2.12" and "standin" not in smoke
+    assert [ln["text"].replace(" ", "") for ln in smoke["lines"]] == ["Devicetruth2024"], smoke  # the model drops these spaces
+
+    for t, s in sources.items():
+        shutil.copytree(s.inference_dir, RunDir(run).quant_model(t))
+    job = VerifyJob(target=get_target("linux-arm64"), sources=sources, datasets=[small_data], det_images=2, rec_lines=6,
+                    pipeline_images=1, pipeline_identical_min=0.95, threads=1, timeout_s=1800)
+    transport = SshTransport(f"root@127.0.0.1:{sshd.port}", identity=str(sshd.key), known_hosts=str(sshd.known_hosts))
+    try:
+        out = verify(job, RunDir(run), transport, log=print)
+    finally:
+        transport.close()
+    print(json.dumps({k: v for k, v in out.items() if k in ("det", "rec", "pipeline")}, default=str)[:3000])
+    assert not out["standin"] and out["ok"]
+    assert out["det"]["cosine_min"] >= 0.9999 and out["det"]["boxes_matched"] == out["det"]["boxes_host"]
+    assert out["rec"]["identical"] == 1.0 and out["pipeline"]["identical"] >= 0.95
+    assert (run / "deploy" / "linux-arm64").rglob("verify.json")
+
+
+def test_verify_with_the_standin_runner_compares_nothing(tmp_path, runner, sshd, small_data):
+    """CI's path: the stand-in runner's batch mode over ssh; verify says standin and compares nothing."""
+    from toolkit.devices.ssh import SshTransport
+    from toolkit.models.sources import resolve_source
+    from toolkit.rundir import RunDir
+    from toolkit.stages.verify import VerifyJob, verify
+    from toolkit.targets import get_target
+
+    run = tmp_path / "run"
+    make_bundle(run, "linux-arm64", runner)
+    target = get_target("linux-arm64")
+    transport = SshTransport(f"root@127.0.0.1:{sshd.port}", identity=str(sshd.key), known_hosts=str(sshd.known_hosts))
+    try:
+        root = target.transport.device_dir
+        release = "standin"
+        transport.install(run / "bundle" / "linux-arm64", root, release, set())
+        job = VerifyJob(target=target, sources={t: resolve_source(t, None) for t in ("det", "rec")}, datasets=[small_data],
+                        det_images=1, rec_lines=2, pipeline_images=1)
+        out = verify(job, RunDir(run), transport)
+        # pull_file and pull_dir bring device files back byte for byte
+        transport.pull_file(f"{root}/current/models/det.nb", tmp_path / "det.nb")
+        transport.pull_dir(f"{root}/current/dict", tmp_path / "dict")
+    finally:
+        transport.close()
+    assert out["standin"] is True and out["ok"] and "det" not in out and out["samples"] == {"det": 1, "rec": 2, "pipeline": 1}
+    assert (tmp_path / "det.nb").read_bytes() == (run / "bundle/linux-arm64/models/det.nb").read_bytes()
+    assert (tmp_path / "dict" / "ppocr_keys_v1.txt").read_bytes() == b"a\nb\nc\n"
+    assert not list((sshd.private / "ppocr").glob("verify-*"))  # the samples were removed from the device
+
+
+def test_adb_pull_file_and_dir(tmp_path, runner, adb_server, make_device, monkeypatch):
+    """pull_file / pull_dir through the real adb client (sync RECV and LIST) bring files back byte for byte."""
+    from toolkit.devices.adb import AdbTransport
+    from toolkit.errors import ToolkitError
+
+    dev = make_device()
+    run = tmp_path / "run"
+    make_bundle(run, "android-arm64", runner, {"dict/more words.txt": b"x\ny\n"})
+    p, _ = deploy_json(adb_server, "--run-dir", run, "--serial", dev.serial, devices=(dev,))
+    assert p.returncode == 0, p.stderr
+    for k in ("HOME", "ANDROID_ADB_SERVER_PORT"):
+        monkeypatch.setenv(k, adb_server.env[k])
+    t = AdbTransport(dev.serial)
+    t.pull_file(f"{ROOT}/current/models/det.nb", tmp_path / "det.nb")
+    t.pull_dir(f"{ROOT}/current/dict", tmp_path / "dict")
+    bundle = run / "bundle" / "android-arm64"
+    assert (tmp_path / "det.nb").read_bytes() == (bundle / "models/det.nb").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "dict").iterdir()) == ["more words.txt", "ppocr_keys_v1.txt"]
+    assert (tmp_path / "dict" / "more words.txt").read_bytes() == b"x\ny\n"
+    with pytest.raises(ToolkitError, match="cannot pull"):
+        t.pull_file(f"{ROOT}/current/not-there", tmp_path / "nothing")

@@ -51,8 +51,16 @@ def test_shipped_targets_load():
     for t in targets:
         assert isinstance(t, Target)
         assert t.opt.valid_targets == ["arm"]
-        assert f"/{t.lite.version}/" in t.runtime.archive_url  # runtime matches the opt version
-        assert t.runtime.lib_path.startswith(t.runtime.archive_url.rsplit("/", 1)[1].removesuffix(".tar.gz") + "/")
+        rt = t.runtime
+        # The runtime is built from the opt version's tag, pinned by its full commit.
+        assert rt.kind == "source" and rt.source.tag == t.lite.version and rt.source.commit == "f294964ab818071444d4b6e4d1575e837c28e23d"
+        assert rt.cmake_options["ARM_TARGET_ARCH_ABI"] == t.arch and rt.cmake_options["LITE_BUILD_EXTRA"] == "ON"
+        assert rt.cmake_options["ARM_TARGET_OS"] == {"android": "android", "linux": "armlinux"}[t.os]
+        assert rt.opencv.sha256 and rt.clipper.sha256
+        assert f"/{t.lite.version}/" in rt.archive.url  # the release archive alternative matches too
+        assert rt.archive.lib_path.startswith(rt.archive.url.rsplit("/", 1)[1].removesuffix(".tar.gz") + "/")
+        assert rt.toolchain.kind == {"android": "ndk", "linux": "gcc"}[t.os]
+        assert t.lite.numpy == "numpy==1.21.6"
         assert t.images.runtime == f"toolkit-runtime-{t.name}"
         assert t.transport.kind == {"android": "adb", "linux": "ssh"}[t.os]
 
@@ -121,7 +129,7 @@ def test_unquoted_python_version_gets_quoting_hint(tmp_path):
 
 def test_bad_sha256_and_duplicate_key(tmp_path):
     err = error(write(tmp_path, edited("sha256: null", "sha256: abc")))
-    assert "field 'runtime.sha256': must be null or 64 lowercase hex characters (got 'abc')" in err.message
+    assert "field 'runtime.archive.sha256': must be null or 64 lowercase hex characters (got 'abc')" in err.message
     text = edited("  threads: 4\n", "  threads: 4\n  threads: 2\n")
     err = error(write(tmp_path, text))
     assert f":{line_of(text, 'threads: 2')}: field 'defaults.threads' appears twice" in err.message
@@ -140,3 +148,26 @@ def test_missing_targets_dir(tmp_path):
     with pytest.raises(ToolkitError) as info:
         list_targets(tmp_path / "nope")
     assert "targets directory not found" in info.value.message
+
+
+def test_runtime_build_fields(tmp_path):
+    # Bare ON/OFF are YAML booleans: read back as the words cmake wants.
+    assert load_target(write(tmp_path, edited('LITE_BUILD_EXTRA: "ON"', "LITE_BUILD_EXTRA: ON"))).runtime.cmake_options["LITE_BUILD_EXTRA"] == "ON"
+    text = edited("commit: f294964ab818071444d4b6e4d1575e837c28e23d", "commit: f294964")
+    err = error(write(tmp_path, text))
+    assert f":{line_of(text, 'commit: f294964')}: field 'runtime.source.commit': must be the full 40-character commit hash" in err.message
+    err = error(write(tmp_path, edited("ARM_TARGET_ARCH_ABI: armv8", "ARM_TARGET_ARCH_ABI: armv7")))
+    assert "field 'runtime': cmake_options.ARM_TARGET_ARCH_ABI must be 'armv8'" in err.message
+    err = error(write(tmp_path, edited("tag: v2.12", "tag: v2.11")))
+    assert "source.tag 'v2.11' must be lite.version 'v2.12'" in err.message
+    err = error(write(tmp_path, edited("    LITE_WITH_ARM: \"ON\"", "    lite_with_arm: \"ON\"")))
+    assert "field 'runtime.cmake_options': option names are cmake variables" in err.message
+    err = error(write(tmp_path, edited("  kind: source", "  kind: archive").replace("  archive:\n", "  archived:\n", 1)))
+    assert "unknown field 'runtime.archived'" in err.message
+    err = error(write(tmp_path, edited("    kind: gcc\n    triple: aarch64-linux-gnu", "    kind: ndk\n    ndk_version: r17c\n    api_level: 21")))
+    assert "kind 'ndk' needs url and sha256" in err.message
+    # kind archive needs no source; the archive's sha256 may be null (recorded on first download)
+    text = edited("  kind: source", "  kind: archive")
+    start, end = text.index("  source:\n"), text.index("  archive:\n")
+    t = load_target(write(tmp_path, text[:start] + text[end:]))
+    assert t.runtime.kind == "archive" and t.runtime.source is None and t.runtime.archive.sha256 is None

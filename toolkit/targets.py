@@ -1,7 +1,7 @@
 """Deployment targets, read from one YAML file per target in `targets/`.
 
-The YAML files are the single source of truth for per-target facts (ABI, Paddle Lite
-archive, toolchain, transport); code reads fields and never branches on a target name.
+The YAML files are the single source of truth for per-target facts (ABI, the Paddle Lite
+source and build options or release archive, toolchain, OpenCV/Clipper sources, transport); code reads fields and never branches on a target name.
 Validation errors are turned into one-line `file:line: field 'a.b': ...` messages
 because a pydantic dump is not something a user can act on.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -59,31 +59,88 @@ class Lite(_Model):
     version: str = Field(min_length=1)       # e.g. "v2.12": opt and device runtime must match
     python_wheel: str = Field(min_length=1)  # pip requirement that provides paddle_lite_opt
     python: str = Field(pattern=r"^3\.\d+$", description='a quoted Python version like "3.10"')
+    numpy: str = Field(pattern=r"^numpy\s*[=<>!~]", description='a pip requirement for numpy like "numpy==1.21.6"')
+
+
+class Download(_Model):
+    """A file the runtime build fetches: checked against its sha256 before use."""
+
+    url: str = Field(pattern=r"^https?://\S+$", description="an http(s) URL")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="64 lowercase hex characters")
+    subdir: str = Field(default="", pattern=r"^$|^[^/]", description="a relative folder inside the archive")
+
+
+class Archive(_Model):
+    """A prebuilt Paddle Lite release archive."""
+
+    url: str = Field(pattern=r"^https://\S+\.(tar\.gz|tgz|zip)$", description="an https URL of a .tar.gz, .tgz or .zip")
+    # None: recorded in TOOLKIT_HOME/runtime/downloads.lock on the first download, checked after.
+    sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$", description="null or 64 lowercase hex characters")
+    lib_path: str = Field(pattern=r"^[^/].*\.so$", description="a relative path to a .so inside the archive")
+
+
+class LiteSource(_Model):
+    """Paddle Lite's git repository at one tag, pinned by its full commit hash."""
+
+    repository: str = Field(pattern=r"^(https://|git@|ssh://)\S+$", description="a git URL")
+    tag: str = Field(pattern=r"^v\d", description="a release tag like v2.12 (the runtime's version string comes from it)")
+    commit: str = Field(pattern=r"^[0-9a-f]{40}$", description="the full 40-character commit hash of the tag")
 
 
 class Toolchain(_Model):
     kind: Literal["ndk", "gcc"]
     triple: str | None = None       # gcc: cross compiler prefix, e.g. aarch64-linux-gnu
     ndk_version: str | None = None  # ndk: e.g. r17c
+    url: str | None = Field(default=None, pattern=r"^https://\S+\.zip$", description="an https URL of the NDK's .zip")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="64 lowercase hex characters")
     api_level: int | None = Field(default=None, ge=16)
 
     @model_validator(mode="after")
     def _complete(self) -> "Toolchain":
-        need = ("ndk_version", "api_level") if self.kind == "ndk" else ("triple",)
+        need = ("ndk_version", "url", "sha256", "api_level") if self.kind == "ndk" else ("triple",)
         if missing := [n for n in need if getattr(self, n) is None]:
             raise ValueError(f"kind '{self.kind}' needs {' and '.join(missing)}")
         # A field the other kind uses would be silently ignored, so it is an error here.
-        if unused := [n for n in ("triple", "ndk_version", "api_level") if n not in need and getattr(self, n) is not None]:
+        if unused := [n for n in ("triple", "ndk_version", "url", "sha256", "api_level") if n not in need and getattr(self, n) is not None]:
             raise ValueError(f"kind '{self.kind}' does not use {', '.join(unused)}")
         return self
 
 
 class Runtime(_Model):
-    archive_url: str = Field(pattern=r"^https://\S+\.(tar\.gz|tgz|zip)$", description="an https URL of a .tar.gz, .tgz or .zip")
-    # None means not pinned yet: the downloader then wants a checksum from the user.
-    sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$", description="null or 64 lowercase hex characters")
-    lib_path: str = Field(pattern=r"^[^/].*\.so$", description="a relative path to a .so inside the archive")
+    """How the device runtime (Paddle Lite light API + ppocr_runner) is made for this target."""
+
+    kind: Literal["source", "archive"]
+    source: LiteSource | None = None
+    # Lite's cmake options (-DKEY=VALUE); YAML's bare ON/OFF are booleans, read back as "ON"/"OFF".
+    cmake_options: dict[str, str] = Field(default_factory=dict)
+    archive: Archive | None = None
     toolchain: Toolchain
+    opencv: Download
+    clipper: Download
+
+    @field_validator("cmake_options", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: ("ON" if x else "OFF") if isinstance(x, bool) else x for k, x in v.items()}
+        return v
+
+    @field_validator("cmake_options")
+    @classmethod
+    def _option_names(cls, v: dict[str, str]) -> dict[str, str]:
+        if bad := [k for k in v if not re.fullmatch(r"[A-Z][A-Z0-9_]*", k)]:
+            raise ValueError(f"option names are cmake variables like LITE_WITH_ARM, not {bad[0]!r}")
+        if bad := [k for k, x in v.items() if not re.fullmatch(r"[A-Za-z0-9_.+-]*", x)]:
+            raise ValueError(f"{bad[0]}: a value must be one word of letters, digits and _.+- (got {v[bad[0]]!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_complete(self) -> "Runtime":
+        if self.kind == "source" and (self.source is None or not self.cmake_options):
+            raise ValueError("kind 'source' needs source and cmake_options")
+        if self.kind == "archive" and self.archive is None:
+            raise ValueError("kind 'archive' needs archive")
+        return self
 
 
 class Defaults(_Model):
@@ -113,6 +170,21 @@ class Target(_Model):
     defaults: Defaults
     transport: Transport
     images: Images
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime_matches(cls, v: Runtime, info: ValidationInfo) -> Runtime:
+        # A field validator so the error points at the runtime section, not the top level.
+        want = {"ARM_TARGET_ARCH_ABI": info.data.get("arch"), "ARM_TARGET_OS": {"android": "android", "linux": "armlinux"}.get(info.data.get("os"))}
+        for key, value in want.items():
+            if v.kind == "source" and value and v.cmake_options.get(key) != value:
+                raise ValueError(f"cmake_options.{key} must be {value!r} for this target's os/arch (got {v.cmake_options.get(key)!r})")
+        lite = info.data.get("lite")
+        if v.kind == "source" and lite is not None and v.source.tag != lite.version:
+            raise ValueError(f"source.tag {v.source.tag!r} must be lite.version {lite.version!r}: the runtime refuses .nb files of another version")
+        if (v.toolchain.kind == "ndk") != (info.data.get("os") == "android"):
+            raise ValueError(f"toolchain kind {v.toolchain.kind!r} does not build for os {info.data.get('os')!r} (android: ndk, linux: gcc)")
+        return v
 
     @field_validator("accepted_abis")
     @classmethod
@@ -159,8 +231,10 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     model: Any = Target
     for part in loc[:-1]:
         field = model.model_fields.get(part) if isinstance(part, str) else None
-        model = field.annotation if field else None
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        # `X | None` fields: the model inside the Optional.
+        options = [field.annotation, *get_args(field.annotation)] if field else []
+        model = next((a for a in options if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
             return None
     return model
 

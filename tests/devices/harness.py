@@ -102,12 +102,14 @@ def device_port() -> int:
                 continue
 
 
-def make_bundle(run_root: Path, target: str, runner: Path, files: dict[str, bytes] | None = None, config: dict | None = None) -> Path:
+def make_bundle(run_root: Path, target: str, runner: Path, files: dict[str, bytes] | None = None, config: dict | None = None,
+                runtime: Path | None = None) -> Path:
     """A bundle in the bundle stage's layout and manifest format (models, dict, config.json,
     test image, runtime/bin/ppocr_runner, manifest.json with the sha256 of every file). The
-    model files are small stand-in bytes: their content does not matter to the transport, and
-    the stand-in runner only reads them."""
-    from toolkit.rundir import sha256_file
+    model files are small stand-in bytes unless `files` gives real ones: their content does not
+    matter to the transport, and the stand-in runner only reads them. `runtime`: a built runtime
+    folder (bin/, lib/) to carry instead of the stand-in runner."""
+    from toolkit.digest import sha256_file
 
     b = run_root / "bundle" / target
     shutil.rmtree(b, ignore_errors=True)
@@ -119,12 +121,15 @@ def make_bundle(run_root: Path, target: str, runner: Path, files: dict[str, byte
         (b / rel).parent.mkdir(parents=True, exist_ok=True)
         (b / rel).write_bytes(data)
     (b / "config.json").write_text(json.dumps(cfg, indent=2))
-    (b / "runtime" / "bin").mkdir(parents=True)
-    (b / "runtime" / "lib").mkdir()
-    shutil.copy2(runner, b / "runtime" / "bin" / "ppocr_runner")
-    (b / "runtime" / "lib" / "README.txt").write_text("test-only runtime: the stand-in runner is statically linked\n")
+    if runtime is not None:
+        shutil.copytree(runtime, b / "runtime")
+    else:
+        (b / "runtime" / "bin").mkdir(parents=True)
+        (b / "runtime" / "lib").mkdir()
+        shutil.copy2(runner, b / "runtime" / "bin" / "ppocr_runner")
+        (b / "runtime" / "lib" / "README.txt").write_text("test-only runtime: the stand-in runner is statically linked\n")
     manifest = {"target": target, "files": {str(p.relative_to(b)): sha256_file(p) for p in sorted(b.rglob("*")) if p.is_file()},
-                "runtime": {"included": True, "standin": True}}
+                "runtime": {"included": True, "standin": runtime is None}}
     (b / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return b
 

@@ -83,6 +83,21 @@ class AdbTransport(Transport):
             raise ToolkitError(f"{self.name}: push failed: {msg[0] if msg else 'exit status %d' % r.returncode}",
                                hint="nothing was switched: the device still runs its previous release; reconnect and re-run (unchanged files are not sent again)")
 
+    def _pull(self, remote: str, local: Path) -> None:
+        r = self._adb_device("pull", remote, str(local))
+        if r.returncode != 0:
+            lines = [ln.strip() for ln in (r.stderr + "\n" + r.stdout).replace("\r", "\n").splitlines() if ln.strip() and not ln.startswith("[")]
+            raise self._pull_failed(remote, lines[-1] if lines else f"exit status {r.returncode}")
+
+    def pull_file(self, remote: str, local: Path) -> None:
+        self._pull(remote, local)
+
+    def pull_dir(self, remote: str, local: Path) -> None:
+        # adb pull DIR LOCAL copies DIR's contents into LOCAL when LOCAL does not exist yet.
+        if Path(local).exists():
+            raise FileExistsError(local)
+        self._pull(remote, local)
+
     def facts(self, root: str | None = None) -> dict:
         r = self._check("for p in ro.product.cpu.abi ro.product.cpu.abilist ro.product.cpu.abilist64 ro.product.cpu.abilist32 ro.product.model; "
                         'do echo "$(getprop $p)"; done; ' + self._df_script(root or "/data/local/tmp"),

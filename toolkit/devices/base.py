@@ -61,7 +61,9 @@ class Transport:
 
     Each kind provides `shell(command) -> RunResult` (one string for the device's sh, with the
     device's exit status), `push_dir(local, remote)` (remote must not exist yet; local's
-    contents become remote) and `facts(root)` (abi or None, abis, free_bytes at root)."""
+    contents become remote), `pull_file(remote, local)`, `pull_dir(remote, local)` (local must
+    not exist yet; remote's contents become local) and `facts(root)` (abi or None, abis,
+    free_bytes at root)."""
 
     name: str
     kind: str
@@ -72,8 +74,17 @@ class Transport:
     def push_dir(self, local: Path, remote: str) -> None:
         raise NotImplementedError
 
+    def pull_file(self, remote: str, local: Path) -> None:
+        raise NotImplementedError
+
+    def pull_dir(self, remote: str, local: Path) -> None:
+        raise NotImplementedError
+
     def facts(self, root: str | None = None) -> dict:
         raise NotImplementedError
+
+    def _pull_failed(self, remote: str, detail: str) -> ToolkitError:
+        return ToolkitError(f"{self.name}: cannot pull {remote}: {detail}", hint="check that the path exists on the device and is readable")
 
     def root(self, target_root: str) -> str:
         """The install root on this device: the target's transport.device_dir."""
@@ -172,7 +183,7 @@ class Transport:
     def _verify(self, bundle: Path, staging: str, files: list[str]) -> None:
         """Before the switch, every file in staging must have the bundle's sha256 (a push cut short
         or a bad copy is caught here); where the device has no sha256sum, every file must exist."""
-        from toolkit.rundir import sha256_file
+        from toolkit.digest import sha256_file
 
         r = self.shell(f"cd {q(staging)} && sha256sum -- " + " ".join(q(f) for f in files))
         if r.returncode == 127:
@@ -186,10 +197,10 @@ class Transport:
             raise ToolkitError(f"{self.name}: {len(bad)} staged file(s) differ from the bundle or are missing, e.g. {bad[0]}",
                                hint="nothing was switched: the device still runs its previous release; re-run the deploy")
 
-    def run(self, argv: list[str], cwd: str | None = None, env: dict | None = None) -> RunResult:
+    def run(self, argv: list[str], cwd: str | None = None, env: dict | None = None, timeout: float | None = None) -> RunResult:
         prefix = f"cd {q(cwd)} && " if cwd else ""
         envs = " ".join(f"{k}={q(v)}" for k, v in (env or {}).items())
-        return self.shell(prefix + (f"env {envs} " if envs else "") + " ".join(q(a) for a in argv))
+        return self.shell(prefix + (f"env {envs} " if envs else "") + " ".join(q(a) for a in argv), timeout=timeout)
 
 
 def _tool(name: str, env_var: str) -> str:

@@ -34,6 +34,18 @@ class DirTransport(Transport):
     def push_dir(self, local: Path, remote: str) -> None:
         shutil.copytree(local, remote, copy_function=shutil.copy2)
 
+    def pull_file(self, remote: str, local: Path) -> None:
+        try:
+            shutil.copy2(remote, local)
+        except OSError as exc:
+            raise self._pull_failed(remote, exc.strerror or str(exc)) from None
+
+    def pull_dir(self, remote: str, local: Path) -> None:
+        try:
+            shutil.copytree(remote, local, copy_function=shutil.copy2)
+        except OSError as exc:
+            raise self._pull_failed(remote, getattr(exc, "strerror", None) or str(exc)) from None
+
     def facts(self, root: str | None = None) -> dict:
         self.path.mkdir(parents=True, exist_ok=True)
         free_kb = _parse_free_kb(self.shell(self._df_script(str(self.path))).stdout)

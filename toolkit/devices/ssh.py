@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -41,10 +42,14 @@ class SshTransport(Transport):
             self.opts += ["-p", self.port]
         self.dest = f"{self.user}@{self.host}" if self.user else self.host
 
-    def _ssh(self, command: str, timeout: float | None = None, stdin=None) -> subprocess.CompletedProcess:
+    def _ssh(self, command: str, timeout: float | None = None, stdin=None, stdout=None) -> subprocess.CompletedProcess:
+        """One remote command; text output unless a file/pipe takes stdin or stdout (then bytes)."""
+        binary = stdin is not None or stdout is not None
         try:
-            return subprocess.run([self.ssh, *self.opts, "--", self.dest, command], capture_output=True, text=stdin is None,
-                                  stdin=stdin if stdin is not None else subprocess.DEVNULL, timeout=timeout or COMMAND_TIMEOUT)
+            return subprocess.run([self.ssh, *self.opts, "--", self.dest, command], text=not binary,
+                                  stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                  stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+                                  timeout=timeout or COMMAND_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise ToolkitError(f"{self.name}: ssh timed out", hint="check the host is reachable") from None
 
@@ -68,14 +73,44 @@ class SshTransport(Transport):
             raise ToolkitError(f"{self.name}: push failed: {err[-1] if err else 'exit status %d' % r.returncode}",
                                hint="nothing was switched: the device still runs its previous release; re-run (unchanged files are not sent again)")
 
+    def pull_file(self, remote: str, local: Path) -> None:
+        with open(local, "wb") as f:
+            r = self._ssh(f"cat -- {q(remote)}", stdout=f)
+        if r.returncode != 0:
+            Path(local).unlink(missing_ok=True)
+            raise self._pull_failed(remote, _last_line(r.stderr) or f"exit status {r.returncode}")
+
+    def pull_dir(self, remote: str, local: Path) -> None:
+        """A tar stream of remote's contents, unpacked into local (names never reach a shell)."""
+        Path(local).mkdir(parents=True)
+        tar = subprocess.Popen(["tar", "-C", str(local), "-xf", "-"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            r = self._ssh(f"tar -C {q(remote)} -cf - .", stdout=tar.stdin)
+        finally:
+            tar.stdin.close()
+            err = tar.stderr.read().decode(errors="replace")
+            tar.wait()
+        if r.returncode != 0 or tar.returncode != 0:
+            raise self._pull_failed(remote, _last_line(r.stderr) or _last_line(err) or f"exit status {r.returncode}")
+
     def facts(self, root: str | None = None) -> dict:
         root = root or "/"
-        r = self._check(f"uname -m; {self._df_script(root).replace('df -k', 'df -Pk')}", "reading the device's facts")
+        # glibc's version: a runtime needs at least the one it was built against (BUILD-INFO.json device_needs).
+        r = self._check(f"uname -m; getconf GNU_LIBC_VERSION 2>/dev/null || echo; {self._df_script(root).replace('df -k', 'df -Pk')}",
+                        "reading the device's facts")
         lines = r.stdout.splitlines()
         abi = lines[0].strip() if lines else None
-        free_kb = _parse_free_kb("\n".join(lines[1:]))
-        return {"abi": abi, "abis": [abi] if abi else [], "free_bytes": None if free_kb is None else free_kb * 1024}
+        libc = lines[1].split() if len(lines) > 1 else []
+        free_kb = _parse_free_kb("\n".join(lines[2:]))
+        return {"abi": abi, "abis": [abi] if abi else [], "free_bytes": None if free_kb is None else free_kb * 1024,
+                "glibc": libc[1] if len(libc) == 2 and libc[0] == "glibc" else None}
 
     def close(self) -> None:
         subprocess.run([self.ssh, *self.opts, "-O", "exit", "--", self.dest], capture_output=True, stdin=subprocess.DEVNULL)
         shutil.rmtree(self._ctl, ignore_errors=True)
+
+
+def _last_line(err) -> str:
+    text = err.decode(errors="replace") if isinstance(err, bytes) else (err or "")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""

@@ -92,14 +92,28 @@ def checks(targets: list[Target]) -> list[dict]:
             ok = images.image_exists(client, ref)
             out.append(_check(name, ok, ref + (" present" if ok else " not built"), f"`{fix}`"))
     for t in targets:
-        rt = runtime_dir(t)
-        ok = (rt / "bin").is_dir()
-        what = "the NDK and the Paddle Lite archive" if t.runtime.toolchain.kind == "ndk" else "the Paddle Lite archive"
-        fix = (f"`toolkit images build --kind runtime --target {t.name}` (needs internet for {what}"
-               + ("" if t.runtime.sha256 else f", --runtime-sha256 {t.name}=SHA256 since targets/{t.name}.yaml pins none")
-               + (", --ndk-sha256 SHA256" if t.runtime.toolchain.kind == "ndk" else "") + ")")
-        out.append(_check(f"runtime {t.name}", ok, str(rt) + (" built" if ok else " not built: bundles go without a runner"), fix))
+        out.append(_runtime_check(t, runtime_dir(t)))
     return out
+
+
+def _runtime_check(t: Target, rt: Path) -> dict:
+    """A built runtime, with what BUILD-INFO.json says it was built from; else how to build it."""
+    import json
+
+    if (rt / "bin").is_dir():
+        try:
+            info = json.loads((rt / "BUILD-INFO.json").read_text())
+            lite = info.get("lite", {})
+            what = f"Paddle Lite {lite.get('tag', '')} {lite.get('commit', '')[:10]} from source" if lite.get("kind") == "source" else "release archive"
+            what += f"; the device needs {info['device_needs']}" if info.get("device_needs") else ""
+        except (OSError, ValueError):
+            what = "no BUILD-INFO.json"
+        return _check(f"runtime {t.name}", True, f"{rt} built ({what})")
+    src = t.runtime
+    needs = (["the Paddle Lite repository (or --lite-source DIR, a local clone)"] if src.kind == "source" else ["the Paddle Lite archive"])
+    needs += ["OpenCV's and Clipper's sources"] + (["the Android NDK"] if src.toolchain.kind == "ndk" else [])
+    fix = f"`toolkit images build --kind runtime --target {t.name}` (downloads {', '.join(needs)}; checked against targets/{t.name}.yaml)"
+    return _check(f"runtime {t.name}", False, f"{rt} not built: bundles go without a runner", fix)
 
 
 def render(rows: list[dict]) -> str:

@@ -77,7 +77,7 @@ def ensure_converter(target: Target, log=print) -> Path:
     log(f"creating the converter environment {d} with {base}")
     shutil.rmtree(d, ignore_errors=True)
     for argv in ([str(base), "-m", "venv", str(d)],
-                 [str(py), "-m", "pip", "install", "-q", target.lite.python_wheel, "numpy<2"]):
+                 [str(py), "-m", "pip", "install", "-q", target.lite.python_wheel, target.lite.numpy]):
         r = subprocess.run(argv, capture_output=True, text=True)
         if r.returncode != 0:
             raise ToolkitError(f"setting up the converter failed: {' '.join(argv)}", hint=(r.stderr or r.stdout)[-800:])

@@ -11,6 +11,13 @@ TOOLKIT_HOME/images/), imported with `docker import`. Wheels can be pre-download
 (`pip download`, through whatever index and local wheel folders the host's pip is configured
 with, which containers do not see) into the build context; a user with internet can also
 build from a plain pip index (--no-wheelhouse, --pip-index-url).
+
+The runtime image builds Paddle Lite from the commit targets/<T>.yaml pins (from --lite-source
+DIR, a local clone, else the repository URL), OpenCV and Clipper from pinned source archives,
+and the runner (docker/runtime.Dockerfile). Everything it downloads is fetched here, checked
+against the target file's sha256 (or, for an unpinned release archive, recorded in
+TOOLKIT_HOME/runtime/downloads.lock on first use and checked after), cached under
+TOOLKIT_HOME/downloads and handed to the build in its context; the image checks each again.
 """
 
 from __future__ import annotations
@@ -96,6 +103,7 @@ class ContextFile:
     name: str
     digest: str
     write: Callable[[Path], None]
+    resolve: Callable[[Log], str] | None = None  # run before the tag is computed; returns the digest
 
 
 @dataclass
@@ -108,6 +116,13 @@ class ImageSpec:
     files: list[ContextFile] = field(default_factory=list)
     wheels: Callable[[Path, Log], bool] | None = None  # fills wheels/; False: fall back to the pip index
     base_id: str = ""
+
+    def prepare(self, log: Log) -> None:
+        """Settle every digest that needs work first (a checkout checked, an unpinned download recorded)."""
+        for f in self.files:
+            if f.resolve is not None:
+                f.digest = f.resolve(log)
+                f.resolve = None
 
     def inputs(self) -> dict:
         return {"dockerfile": hashlib.sha256(self.dockerfile.read_bytes()).hexdigest(), "args": self.build_args,
@@ -136,8 +151,9 @@ class BuildOptions:
     ca_certs: list[Path] = field(default_factory=list)
     apt_mirror: str = DEBIAN_MIRROR
     python37_sha256: str | None = None     # converter from source (no local Python 3.7)
-    runtime_sha256: dict[str, str] = field(default_factory=dict)   # target -> sha256 of its Lite archive
-    ndk_sha256: str | None = None
+    runtime_sha256: dict[str, str] = field(default_factory=dict)   # target -> sha256 of its Lite release archive (kind archive)
+    ndk_sha256: str | None = None          # overrides the target's toolchain.sha256
+    lite_source: Path | None = None        # a local Paddle Lite git checkout or bare repository; None: the image clones the URL
     force: bool = False
 
 
@@ -214,9 +230,9 @@ def trainer_spec(opts: BuildOptions, variant: str = "cpu") -> ImageSpec:
                      _pip_download(_req_lines(req) + [PADDLE[variant]] + extra, TRAINER_PY, "cp311", no_deps=True) if wheelhouse else None)
 
 
-def _python37_tree() -> Path | None:
-    """The install prefix of a local CPython 3.7 (e.g. pyenv's), if there is one."""
-    exe = find_python("3.7")
+def _python_tree(version: str) -> Path | None:
+    """The install prefix of a local CPython of `version` (e.g. pyenv's), if there is one."""
+    exe = find_python(version)
     if exe is None:
         return None
     r = subprocess.run([str(exe), "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True)
@@ -243,17 +259,21 @@ def _pack_python(prefix: Path) -> Callable[[Path], None]:
     return write
 
 
+# docker/converter.Dockerfile installs CPython 3.7 (the only Python the paddlelite 2.12 wheel exists for).
+CONVERTER_PYTHON = "3.7"
+
+
 def converter_spec(opts: BuildOptions, target: Target) -> ImageSpec:
     lite = target.lite
-    args = {**_common_args(opts), "LITE_PACKAGE": lite.python_wheel, "NUMPY_PACKAGE": "numpy==1.21.6"}
+    args = {**_common_args(opts), "LITE_PACKAGE": lite.python_wheel, "NUMPY_PACKAGE": lite.numpy}
     files = [_ca_file(opts)]
-    if lite.python != "3.7":
-        raise ToolkitError(f"targets/{target.name}.yaml: the converter image is made for Python 3.7 (Paddle Lite 2.12), not {lite.python}",
+    if lite.python != CONVERTER_PYTHON:
+        raise ToolkitError(f"targets/{target.name}.yaml: the converter image is made for Python {CONVERTER_PYTHON} (Paddle Lite 2.12), not {lite.python}",
                            hint="add a converter Dockerfile for that Python, or use --runner local")
-    prefix = _python37_tree()
+    prefix = _python_tree(lite.python)
     if prefix is not None:
-        exe = prefix / "bin" / "python3.7"
-        lib = next(iter(sorted((prefix / "lib").glob("libpython3.7*.so*"))), None)
+        exe = prefix / "bin" / f"python{lite.python}"
+        lib = next(iter(sorted((prefix / "lib").glob(f"libpython{lite.python}*.so*"))), None)
         ident = _sha_bytes(exe.read_bytes() + (lib.read_bytes() if lib else b""))
         args.update(PYTHON_FROM="prebuilt")
         files.append(ContextFile("python.tar.gz", ident, _pack_python(prefix)))
@@ -261,33 +281,221 @@ def converter_spec(opts: BuildOptions, target: Target) -> ImageSpec:
         args.update(PYTHON_FROM="source", PYTHON_SHA256=opts.python37_sha256)
         files.append(_bytes("python.tar.gz", b""))
     else:
-        raise ToolkitError("the converter image needs CPython 3.7 (paddlelite 2.12 is a cp37-only wheel): no local Python 3.7 to pack, "
+        raise ToolkitError(f"the converter image needs CPython {lite.python} (paddlelite 2.12 is a cp37-only wheel): no local Python {lite.python} to pack, "
                            "and no checksum to build one from python.org's source",
                            hint="install one (`pyenv install 3.7.17`), or pass --python37-sha256 SHA "
                                 "(the sha256 of Python-3.7.17.tgz, published on python.org) to compile it in the image")
+    abi = "cp37m" if lite.python == "3.7" else "cp" + lite.python.replace(".", "")
     return ImageSpec("converter", CONVERTER, lite.version, DOCKER_DIR / "converter.Dockerfile", args, files,
-                     _pip_download([lite.python_wheel, "numpy==1.21.6"], "3.7", "cp37m", no_deps=False) if opts.wheelhouse else None)
+                     _pip_download([lite.python_wheel, lite.numpy], lite.python, abi, no_deps=False) if opts.wheelhouse else None)
+
+
+# ------------------------------------------------------------------ runtime: pinned downloads and the Lite source
+def lock_path() -> Path:
+    """Where the sha256 of downloads the targets do not pin is recorded on first use (trust on first use)."""
+    return toolkit_home() / "runtime" / "downloads.lock"
+
+
+def _read_lock() -> dict[str, str]:
+    try:
+        return json.loads(lock_path().read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise ToolkitError(f"{lock_path()} is not valid JSON", hint="fix or delete it (deleting it re-records every unpinned download)") from None
+
+
+def _sha_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch(url: str, sha256: str | None, what: str, log: Log = print) -> tuple[Path, str]:
+    """A checked local copy of `url` (cached under TOOLKIT_HOME/downloads) and its sha256.
+
+    A pinned sha256 must match. An unpinned one is recorded in the lock file the first time
+    (with a notice) and must match it every time after: a file that changes under the same URL
+    is refused, never used."""
+    lock = _read_lock()
+    expected = sha256 or lock.get(url)
+    name = url.rsplit("/", 1)[-1].split("?")[0] or "download"
+    cache = toolkit_home() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    path = cache / name
+    if expected and path.exists() and _sha_file(path) == expected:
+        return path, expected
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    log(f"  downloading {what}: {url}")
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=120) as r, open(tmp, "wb") as f:
+            shutil.copyfileobj(r, f, 1 << 20)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise ToolkitError(f"cannot download {what} from {url}: {str(exc)[:200]}",
+                           hint="check the network (a proxy: HTTPS_PROXY; its CA: SSL_CERT_FILE), or put the file at " + str(path)) from None
+    got = _sha_file(tmp)
+    if expected and got != expected:
+        tmp.unlink()
+        source = "pinned in the target file" if sha256 else f"recorded in {lock_path()} on its first download"
+        raise ToolkitError(f"{what}: {url} has sha256 {got}, expected {expected} ({source})",
+                           hint="the file changed or the download was tampered with; check it before changing the pin"
+                                + ("" if sha256 else f" (delete its line in {lock_path()} to record the new one)"))
+    tmp.replace(path)
+    if not expected:
+        lock[url] = got
+        lock_path().parent.mkdir(parents=True, exist_ok=True)
+        atomic = lock_path().with_suffix(".tmp")
+        atomic.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+        atomic.replace(lock_path())
+        log(f"NOTICE: {what} is not pinned: recorded sha256 {got} of {url} in {lock_path()}; "
+            "later builds refuse a different file. Check it and pin it in the target file.")
+    return path, got
+
+
+def _download(name: str, url: str, sha256: str | None, what: str) -> ContextFile:
+    """A context folder `name`/ holding one checked download. Pinned: fetched (or found in the
+    cache) only when the image is built; unpinned: settled in prepare(), its sha256 being an input."""
+    state: dict = {"sha": sha256 or _read_lock().get(url), "log": lambda m: None}
+
+    def resolve(log: Log) -> str:
+        state["log"] = log
+        if not state["sha"]:
+            state["sha"] = fetch(url, None, what, log)[1]
+        return f"{url} {state['sha']}"
+
+    def write(d: Path) -> None:
+        src, _ = fetch(url, state["sha"], what, state["log"])
+        (d / name).mkdir(exist_ok=True)
+        _link_or_copy(str(src), str(d / name / {"ndk": "ndk.zip", "lite-archive": "lite.tgz"}.get(name, "src.archive")))
+
+    return ContextFile(name, f"{url} {state['sha']}", write, resolve)
+
+
+def _empty(name: str) -> ContextFile:
+    return ContextFile(name, "", lambda d: (d / name).mkdir(exist_ok=True))
+
+
+def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def lite_checkout(src: Path, target: Target, log: Log = print) -> Path:
+    """A shallow clone of the target's pinned Paddle Lite tag taken from `src` (a checkout or a bare
+    repository), cached per commit; a tag that is not the pinned commit is refused."""
+    pin = target.runtime.source
+    src = Path(src).expanduser()
+    if not src.exists():
+        raise ToolkitError(f"--lite-source {src}: no such directory", hint="give a Paddle Lite git checkout or bare repository")
+    if not shutil.which("git"):
+        raise ToolkitError("--lite-source needs git on this machine", hint="apt-get install git")
+    r = _git("rev-parse", "--verify", "--quiet", f"refs/tags/{pin.tag}^{{commit}}", cwd=src)
+    if r.returncode != 0:
+        if _git("rev-parse", "--git-dir", cwd=src).returncode != 0:
+            raise ToolkitError(f"--lite-source {src}: not a git repository", hint="give a clone of " + pin.repository + " (a bare one is fine)")
+        raise ToolkitError(f"--lite-source {src}: has no tag {pin.tag}", hint=f"fetch the tags (`git -C {src} fetch --tags`), or give another clone")
+    actual = r.stdout.strip()
+    if actual != pin.commit:
+        raise ToolkitError(f"--lite-source {src}: tag {pin.tag} is commit {actual}, but targets/{target.name}.yaml pins {pin.commit}",
+                           hint="the tag was moved or this is not the official repository: check it; building from another commit is refused")
+    dest = toolkit_home() / "images" / "lite-src" / pin.commit
+    if not (dest / ".git").is_dir():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        log(f"  Paddle Lite {pin.tag}: shallow clone from {src}")
+        r = _git("clone", "-q", "--depth", "1", "--branch", pin.tag, f"file://{src.resolve()}", str(tmp))
+        if r.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ToolkitError(f"--lite-source {src}: git clone of {pin.tag} failed", hint=(r.stderr.strip().splitlines() or ["?"])[-1][:300])
+        _git("remote", "set-url", "origin", pin.repository, cwd=tmp)  # no local path inside the image
+        if _git("rev-parse", "HEAD", cwd=tmp).stdout.strip() != pin.commit:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ToolkitError(f"--lite-source {src}: the clone of {pin.tag} is not at {pin.commit}", hint="check the repository")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    return dest
+
+
+def _lite_source(opts: BuildOptions, target: Target) -> ContextFile:
+    """lite-src/: the checked clone (its digest is the pinned commit), or empty (the image clones the URL)."""
+    if opts.lite_source is None:
+        return _empty("lite-src")
+    state: dict = {}
+
+    def resolve(log: Log) -> str:
+        state["dir"] = lite_checkout(opts.lite_source, target, log)
+        return f"git {target.runtime.source.commit}"
+
+    def write(d: Path) -> None:
+        shutil.copytree(state["dir"], d / "lite-src", symlinks=True, copy_function=_link_or_copy)
+
+    return ContextFile("lite-src", "", write, resolve)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    # Hard links keep the build context cheap; copy2 where links are impossible.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def build_info(target: Target, opts: BuildOptions) -> dict:
+    """What BUILD-INFO.json records about the inputs (the image adds compiler versions and files)."""
+    rt = target.runtime
+    info: dict = {"target": target.name, "os": target.os, "arch": target.arch, "abi": target.abi, "lite_version": target.lite.version,
+                  "toolchain": rt.toolchain.model_dump(exclude_none=True),
+                  "opencv": {"source": rt.opencv.url, "sha256": rt.opencv.sha256, "modules": ["core", "imgproc"], "static": True},
+                  "clipper": {"source": rt.clipper.url, "sha256": rt.clipper.sha256}}
+    if rt.kind == "source":
+        info["lite"] = {"kind": "source", "repository": rt.source.repository, "tag": rt.source.tag, "commit": rt.source.commit,
+                        "cmake_options": dict(rt.cmake_options),
+                        "checkout": "--lite-source (local clone of the tag)" if opts.lite_source else "cloned from the repository"}
+    else:
+        info["lite"] = {"kind": "archive", "url": rt.archive.url, "lib_path": rt.archive.lib_path}
+    return info
 
 
 def runtime_spec(opts: BuildOptions, target: Target) -> ImageSpec:
     rt = target.runtime
-    sha = opts.runtime_sha256.get(target.name) or rt.sha256
-    if not sha:
-        raise ToolkitError(f"targets/{target.name}.yaml: runtime.sha256 is null: the Paddle Lite runtime archive is not pinned, "
-                           "and it is never used unchecked",
-                           hint=f"download {rt.archive_url}, check it, then pass --runtime-sha256 {target.name}=SHA256 (or set runtime.sha256)")
     tc = rt.toolchain
-    args = {"APT_MIRROR": opts.apt_mirror, "TOOLCHAIN": tc.kind, "LITE_ARCHIVE_URL": rt.archive_url, "LITE_ARCHIVE_SHA256": sha,
-            "LITE_LIB_PATH": rt.lib_path, "TARGET_OS": target.os, "TARGET_ARCH": target.arch, "TARGET_ABI": target.abi}
+    args = {"APT_MIRROR": opts.apt_mirror, "TOOLCHAIN": tc.kind, "LITE_KIND": rt.kind, "TARGET_ABI": target.abi,
+            "OPENCV_SHA256": rt.opencv.sha256, "OPENCV_SUBDIR": rt.opencv.subdir,
+            "CLIPPER_SHA256": rt.clipper.sha256, "CLIPPER_SUBDIR": rt.clipper.subdir}
+    files = [_ca_file(opts)] + [_file(f"runtime/{p.name}", p) for p in sorted((DOCKER_DIR / "runtime").iterdir()) if p.is_file()]
+    files += [_download("opencv", rt.opencv.url, rt.opencv.sha256, "OpenCV source"),
+              _download("clipper", rt.clipper.url, rt.clipper.sha256, "Clipper source")]
+    if rt.kind == "source":
+        args.update(LITE_REPOSITORY=rt.source.repository, LITE_TAG=rt.source.tag, LITE_COMMIT=rt.source.commit,
+                    LITE_CMAKE_OPTIONS=" ".join(f"-D{k}={v}" for k, v in rt.cmake_options.items()))
+        files += [_lite_source(opts, target), _empty("lite-archive")]
+    else:
+        sha = opts.runtime_sha256.get(target.name) or rt.archive.sha256
+        dl = _download("lite-archive", rt.archive.url, sha, f"the Paddle Lite release archive for {target.name}")
+        args.update(LITE_LIB_PATH=rt.archive.lib_path, LITE_ARCHIVE_SHA256=sha or _read_lock().get(rt.archive.url) or "")
+        first = dl.resolve
+
+        def resolve(log: Log, first=first) -> str:  # the Dockerfile checks the archive again: the sha256 is an argument too
+            digest = first(log)
+            args["LITE_ARCHIVE_SHA256"] = digest.rsplit(" ", 1)[1]
+            return digest
+
+        dl.resolve = resolve
+        files += [_empty("lite-src"), dl]
     if tc.kind == "ndk":
-        if not opts.ndk_sha256:
-            raise ToolkitError(f"{target.name}: the Android NDK {tc.ndk_version} download needs its sha256, and none was given",
-                               hint=f"check android-ndk-{tc.ndk_version}-linux-x86_64.zip yourself, then pass --ndk-sha256 SHA256")
-        args.update(NDK_VERSION=tc.ndk_version, NDK_SHA256=opts.ndk_sha256, ANDROID_API=str(tc.api_level))
+        sha = opts.ndk_sha256 or tc.sha256
+        args.update(NDK_VERSION=tc.ndk_version, NDK_SHA256=sha, ANDROID_API=str(tc.api_level))
+        files.append(_download("ndk", tc.url, sha, f"the Android NDK {tc.ndk_version}"))
     else:
         args.update(GCC_TRIPLE=tc.triple)
-    files = [_ca_file(opts)] + [_file(f"runtime/{p.name}", p) for p in sorted((DOCKER_DIR / "runtime").iterdir()) if p.is_file()]
-    return ImageSpec("runtime", target.images.runtime, target.lite.version, DOCKER_DIR / "runtime.Dockerfile", args, files)
+        files.append(_empty("ndk"))
+    spec = ImageSpec("runtime", target.images.runtime, target.lite.version, DOCKER_DIR / "runtime.Dockerfile", args, files)
+    spec.build_args["BUILD_INFO"] = json.dumps(build_info(target, opts), sort_keys=True)
+    return spec
 
 
 # ------------------------------------------------------------------ base image
@@ -434,6 +642,8 @@ def build_images(targets: list[Target], kinds: list[str], opts: BuildOptions, tr
     if bad:
         raise ToolkitError(f"--kind {', '.join(bad)}: unknown image kind", hint="use trainer, converter or runtime")
     todo = specs(opts, targets, kinds, list(trainer_variants))  # argument errors before any engine work
+    for spec in todo:
+        spec.prepare(log)  # a Lite source at the wrong commit is refused here, before any engine work
     client = client or engine()
     base_id = ensure_base(client, opts, log)
     base_ref = opts.base_image or BASE_NAME

@@ -1,0 +1,309 @@
+"""On-device verification: the bundle's runner, with the real Paddle Lite runtime on the device,
+against the host's fake-quant model (Paddle Inference) on the same inputs.
+
+The accuracy in report.json is the fake-quant model's on the host; this checks that the device
+computes what that model computes, so the figure holds for the device. N eval samples (det pages,
+rec line crops) go next to the installed bundle, the runner's batch mode
+(`ppocr_runner --batch LIST --out DIR`, see docker/runtime/ppocr_runner.cc) runs them there, and
+its outputs come back:
+
+  det       probability-map cosine and the share of pixels that flip at the DB threshold, per page;
+            the device's boxes against the host's (IoU >= 0.9); hmean against the labels of each
+  rec       the share of lines the device reads exactly as the host does; accuracy of each
+  pipeline  det -> crop -> rec on whole pages: device lines against the host pipeline's (toolkit/
+            runtime_parity.py host_ocr), paired by box (IoU >= 0.5), the share read identically
+            (reported; a failure only with pipeline_identical_min)
+
+Images travel as PNG written from the host's own decode, so both sides see the same pixels. With
+the stand-in runner (tests; it runs no Paddle Lite) the result says `"standin": true` and compares
+nothing. Below a tolerance the check fails with a VerifyFailed naming the samples that differ; it
+carries the result, so the caller can still record the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from toolkit.errors import ToolkitError
+from toolkit.models.sources import ModelSource
+from toolkit.rundir import RunDir, atomic_write_json
+from toolkit.targets import Target
+
+RUNNER = "runtime/bin/ppocr_runner"
+RUNNER_KIND = {"det": "det", "rec": "rec", "pipeline": "ocr"}   # sample kind -> the runner's batch kind
+Log = Callable[[str], None]
+
+
+class VerifyJob(BaseModel):
+    """What to compare, on how many samples, and the tolerances. Under qemu-user arithmetic is
+    30-500x slower than on a device (an int8 det page ~7 s, a rec line ~3.6 s): size the counts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Target
+    sources: dict[str, ModelSource]
+    datasets: list[Path]
+    tasks: list[str] = Field(default_factory=lambda: ["det", "rec"])
+    det_images: int = Field(20, ge=0)
+    rec_lines: int = Field(100, ge=0)
+    pipeline_images: int = Field(5, ge=0)
+    det_cosine_min: float = Field(0.995, ge=0, le=1)
+    rec_identical_min: float = Field(0.98, ge=0, le=1)
+    # Whole pages are reported; set this to also fail on them. Their lines are cropped from the
+    # device's own boxes, so a 1-pixel box shift can flip a fragile decision (a space) that the
+    # rec check, on identical crops, does not see.
+    pipeline_identical_min: Optional[float] = Field(None, ge=0, le=1)
+    threads: Optional[int] = Field(None, ge=1)          # default: the target's
+    host_threads: int = Field(0, ge=0)                  # Paddle Inference on the host; 0: all cores
+    timeout_s: float = Field(3600, gt=0)                # per runner batch on the device
+
+
+class VerifyFailed(ToolkitError):
+    """Below a tolerance; `result` holds every figure."""
+
+    def __init__(self, message: str, hint: str, result: dict):
+        super().__init__(message, hint=hint)
+        self.result = result
+
+
+def verify(job: VerifyJob, run: RunDir, transport, log: Log | None = None, out_dir: Path | None = None) -> dict:
+    """Entry point, after the bundle is installed on `transport` (a toolkit.devices Transport).
+
+    Returns {"device", "standin", "det": {...}, "rec": {...}, "pipeline": {...}, "ok", "seconds"};
+    the per-task dicts are what report.json carries under metrics.<task>.device. Also written to
+    OUT_DIR/verify.json (default RUN/deploy/<target>/<device>/verify/)."""
+    from toolkit.stages.deploy import _slug
+
+    log = log or (lambda m: None)
+    t0 = time.monotonic()
+    target = job.target
+    bundle = run.bundle_dir(target.name)
+    if not (bundle / RUNNER).is_file():
+        raise ToolkitError(f"the {target.name} bundle has no runtime ({RUNNER})",
+                           hint=f"build it (`toolkit images build --kind runtime --target {target.name}`), then `toolkit bundle` again")
+    out_dir = Path(out_dir or run.deploy_outputs(target.name, _slug(transport.name)) / "verify")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    (out_dir / "inputs").mkdir(parents=True)
+    samples = _samples(job, out_dir / "inputs")
+    root = transport.root(target.transport.device_dir)
+    remote = f"{root}/verify-{int(time.time())}"
+    from toolkit.runtime_parity import write_batch
+
+    for kind, items in samples.items():  # the runner reads the images where they land on the device
+        write_batch(out_dir / "inputs" / f"list-{kind}.tsv", [(RUNNER_KIND[kind], x["id"], f"{remote}/{x['png']}") for x in items])
+    result: dict = {"device": transport.name, "standin": False, "samples": {k: len(v) for k, v in samples.items()}}
+    outputs: dict[str, dict] = {}
+    try:
+        transport.push_dir(out_dir / "inputs", remote)
+        for kind, items in samples.items():
+            if not items:
+                continue
+            log(f"{transport.name}: verify {kind}: {len(items)} sample(s) on the device")
+            summary = _run_batch(job, transport, root, remote, kind)
+            transport.pull_dir(f"{remote}/out-{kind}", out_dir / f"out-{kind}")
+            if summary.get("standin"):
+                result["standin"] = True
+                break
+            from toolkit.runtime_parity import read_results
+
+            outputs[kind] = read_results(out_dir / f"out-{kind}")
+            result.setdefault("runtime", {"lite_version": summary.get("lite_version"), "threads": summary.get("threads")})
+    finally:
+        transport.shell(f"rm -rf {_q(remote)}", timeout=120)
+    if result["standin"]:
+        result.update(ok=True, note="stand-in runner (no Paddle Lite): nothing compared", seconds=round(time.monotonic() - t0, 1))
+        atomic_write_json(out_dir / "verify.json", result)
+        return result
+    log("verify: the host's fake-quant models on the same inputs")
+    result.update(_compare(job, run, samples, outputs))
+    failures = _failures(job, result)
+    result.update(ok=not failures, seconds=round(time.monotonic() - t0, 1))
+    atomic_write_json(out_dir / "verify.json", result)
+    if failures:
+        raise VerifyFailed(f"{transport.name}: the device differs from the host's fake-quant model: " + "; ".join(failures),
+                           hint=f"per-sample figures in {out_dir / 'verify.json'} (device outputs next to it); a Lite version or "
+                                "runtime build other than the converter's is the usual cause", result=result)
+    return result
+
+
+def _q(s: str) -> str:
+    from toolkit.devices.base import q
+
+    return q(s)
+
+
+# ------------------------------------------------------------------ inputs
+def _samples(job: VerifyJob, inputs: Path) -> dict[str, list[dict]]:
+    """The first eval samples of the judged dataset, as PNG files plus list-<kind>.tsv for the runner."""
+    import cv2
+
+    from toolkit.data.datasets import judged, load_split, open_datasets
+    from toolkit.data.images import read_image
+
+    datasets = open_datasets(job.datasets)
+    (inputs / "images").mkdir()
+    out: dict[str, list[dict]] = {"det": [], "rec": [], "pipeline": []}
+    wanted = {"det": ("det", job.det_images), "rec": ("rec", job.rec_lines), "pipeline": ("det", job.pipeline_images)}
+    for kind, (task, count) in wanted.items():
+        if task not in job.tasks or not count or (kind == "pipeline" and "rec" not in job.tasks):
+            continue
+        ds = judged(datasets, task)
+        if ds is None:
+            raise ToolkitError(f"no {task} eval split to verify on in {', '.join(str(d.path) for d in datasets)}",
+                               hint=f"a dataset with {task}/eval.txt")
+        for i, s in enumerate(load_split(task, ds, "eval", job.sources[task].load_config(), skip_bad=True)[:count]):
+            name = f"{kind}-{i}"
+            cv2.imwrite(str(inputs / "images" / f"{name}.png"), read_image(s.image))
+            out[kind].append({"id": name, "image": str(s.image), "png": f"images/{name}.png", "sample": s})
+    return out
+
+
+def _run_batch(job: VerifyJob, transport, root: str, remote: str, kind: str) -> dict:
+    """The runner's batch mode over one kind of sample; its last output line (a JSON summary)."""
+    d = job.target.defaults
+    r = transport.shell(f"mkdir -p {_q(f'{remote}/out-{kind}')}", timeout=120)
+    if r.returncode != 0:
+        raise ToolkitError(f"{transport.name}: cannot create {remote}/out-{kind}: {r.stderr.strip()[-200:]}",
+                           hint="check the install directory is writable")
+    argv = [RUNNER, "--config", "config.json", "--batch", f"{remote}/list-{kind}.tsv", "--out", f"{remote}/out-{kind}",
+            "--threads", str(job.threads or d.threads), "--power-mode", d.power_mode]
+    r = transport.run(argv, cwd=f"{root}/current", env={"LD_LIBRARY_PATH": "runtime/lib"}, timeout=job.timeout_s)
+    last = [ln for ln in r.stdout.splitlines() if ln.strip()][-1:]
+    try:
+        summary = json.loads(last[0]) if last else {}
+    except ValueError:
+        summary = {}
+    if r.returncode != 0 and not (r.returncode == 2 and summary.get("batch")):
+        tail = [ln for ln in r.stderr.strip().splitlines() if ln.strip()][-1:] or last or ["(no output)"]
+        raise ToolkitError(f"{transport.name}: the runner's verify batch ({kind}) failed (exit status {r.returncode}): {tail[0][:300]}",
+                           hint="run the smoke test (`--smoke`) first; the runner's stderr says what it could not do")
+    return summary
+
+
+# ------------------------------------------------------------------ host side and comparisons
+def _compare(job: VerifyJob, run: RunDir, samples: dict, outputs: dict) -> dict:
+    from toolkit.data.images import read_image
+    from toolkit.runtime_parity import cosine, db_boxes, decode, det_input, host_ocr, match_boxes, rec_input
+    from toolkit.stages.evaluate import infer, predictor
+
+    cfgs = {t: job.sources[t].load_config() for t in job.tasks}
+    preds = {t: predictor(run.quant_model(t), threads=job.host_threads) for t in job.tasks if (run.quant_model(t) / "inference.pdmodel").exists()}
+    for t in job.tasks:
+        if t not in preds:
+            raise ToolkitError(f"{run.quant_model(t)}: no exported fake-quant model", hint=f"run `toolkit export --run-dir {run.root}` first")
+    fwd = {t: (lambda x, p=p: infer(p, x)) for t, p in preds.items()}
+    out: dict = {}
+    if samples.get("det") and "det" in outputs:
+        cfg = cfgs["det"]
+        thresh = float((cfg.get("PostProcess") or {}).get("thresh", 0.3))
+        per, host_boxes, dev_boxes = [], [], []
+        for s in samples["det"]:
+            dev = outputs["det"].get(s["id"], {})
+            img = read_image(s["image"])
+            x, shape = det_input(img, cfg)
+            host = fwd["det"](x)[0, 0]
+            hb = db_boxes(host, shape, cfg)
+            host_boxes.append(hb)
+            if "error" in dev or "prob_map" not in dev:
+                per.append({"id": s["id"], "image": s["image"], "error": dev.get("error", "no output")})
+                dev_boxes.append([])
+                continue
+            m = dev["prob_map"]
+            db = [np.asarray(b) for b in dev["boxes"]]
+            dev_boxes.append(db)
+            same = m.shape == host.shape
+            per.append({"id": s["id"], "image": s["image"], "cosine": round(cosine(m, host), 6) if same else None,
+                        "flipped": round(float(np.mean((m > thresh) != (host > thresh))), 6) if same else None,
+                        "max_abs_diff": round(float(np.abs(m - host).max()), 6) if same else None,
+                        "boxes": {"host": len(hb), "device": len(db), "matched": len(match_boxes(hb, db, 0.9).pairs),
+                                  "matched_iou_0.5": len(match_boxes(hb, db, 0.5).pairs)}})
+        cos = [p["cosine"] for p in per if p.get("cosine") is not None]
+        out["det"] = {"images": len(per), "cosine_mean": _mean(cos), "cosine_min": min(cos) if cos else None,
+                      "flipped_mean": _mean([p["flipped"] for p in per if p.get("flipped") is not None]),
+                      "boxes_matched": sum(p.get("boxes", {}).get("matched", 0) for p in per),
+                      "boxes_matched_iou_0.5": sum(p.get("boxes", {}).get("matched_iou_0.5", 0) for p in per),
+                      "boxes_host": sum(len(b) for b in host_boxes), "boxes_device": sum(len(b) for b in dev_boxes),
+                      "hmean_device": _hmean(dev_boxes, [s["sample"] for s in samples["det"]]),
+                      "hmean_host": _hmean(host_boxes, [s["sample"] for s in samples["det"]]), "per_image": per}
+    if samples.get("rec") and "rec" in outputs:
+        cfg = cfgs["rec"]
+        per = []
+        for s in samples["rec"]:
+            dev = outputs["rec"].get(s["id"], {})
+            host_text, host_score = decode(fwd["rec"](rec_input(read_image(s["image"]), cfg)), cfg)
+            per.append({"id": s["id"], "image": s["image"], "label": s["sample"].text, "host": host_text, "device": dev.get("text"),
+                        "host_score": round(host_score, 4), "device_score": round(float(dev.get("score", 0.0)), 4),
+                        **({"error": dev["error"]} if "error" in dev else {})})
+        n = max(len(per), 1)
+        out["rec"] = {"lines": len(per), "identical": round(sum(p["host"] == p["device"] for p in per) / n, 4),
+                      "identical_ignoring_spaces": round(sum(_nospace(p["host"]) == _nospace(p["device"]) for p in per) / n, 4),
+                      "acc_device": round(sum(p["device"] == p["label"] for p in per) / n, 4),
+                      "acc_host": round(sum(p["host"] == p["label"] for p in per) / n, 4),
+                      "differ": [p for p in per if p["host"] != p["device"]]}
+    if samples.get("pipeline") and "pipeline" in outputs:
+        drop = float(json.loads((run.bundle_dir(job.target.name) / "config.json").read_text()).get("rec", {}).get("drop_score", 0.5))
+        per, same, same_ns, total = [], 0, 0, 0
+        for s in samples["pipeline"]:
+            dev = outputs["pipeline"].get(s["id"], {}).get("lines", [])
+            host = host_ocr(read_image(s["image"]), fwd["det"], fwd["rec"], cfgs["det"], cfgs["rec"], drop)
+            m = match_boxes([h["box"] for h in host], [d["box"] for d in dev], 0.5)
+            pairs = [(host[i]["text"], dev[j]["text"]) for i, j, _ in m.pairs]
+            n_same = sum(a == b for a, b in pairs)
+            n = max(len(host), len(dev))
+            same, same_ns, total = same + n_same, same_ns + sum(_nospace(a) == _nospace(b) for a, b in pairs), total + n
+            per.append({"id": s["id"], "image": s["image"], "lines_host": len(host), "lines_device": len(dev), "identical": n_same,
+                        "differ": [{"host": a, "device": b} for a, b in pairs if a != b][:20],
+                        "only_host": [host[i]["text"] for i in m.only_a][:20], "only_device": [dev[j]["text"] for j in m.only_b][:20]})
+        out["pipeline"] = {"images": len(per), "lines": total, "identical": round(same / max(total, 1), 4),
+                           "identical_ignoring_spaces": round(same_ns / max(total, 1), 4), "per_image": per}
+    return out
+
+
+def _nospace(text: str | None) -> str | None:
+    return None if text is None else text.replace(" ", "")
+
+
+def _mean(xs: list) -> float | None:
+    return round(float(np.mean(xs)), 6) if xs else None
+
+
+def _hmean(boxes: list[list], samples: list) -> float:
+    """PaddleOCR's DetMetric (IoU 0.5, don't-care regions) of some boxes against the labels."""
+    from toolkit.engine import paddle
+
+    paddle()
+    from ppocr.metrics.det_metric import DetMetric
+
+    metric = DetMetric()
+    for found, s in zip(boxes, samples):
+        metric([{"points": np.asarray(found).reshape(-1, 4, 2) if len(found) else np.zeros((0, 4, 2))}],
+               [None, None, [[np.asarray(p) for p in s.polys]], [list(s.ignore)]])
+    return round(float(metric.get_metric()["hmean"]), 4)
+
+
+def _failures(job: VerifyJob, res: dict) -> list[str]:
+    """One sentence per tolerance missed, naming the samples that differ most."""
+    out = []
+    det = res.get("det")
+    if det and (det["cosine_mean"] is None or det["cosine_mean"] < job.det_cosine_min or any("error" in p for p in det["per_image"])):
+        worst = sorted((p for p in det["per_image"]), key=lambda p: p.get("cosine") if p.get("cosine") is not None else -1)[:3]
+        out.append(f"det probability-map cosine {det['cosine_mean']} < {job.det_cosine_min}" if det["cosine_mean"] is not None
+                   and det["cosine_mean"] < job.det_cosine_min else "det failed on some pages")
+        out[-1] += " (worst: " + ", ".join(f"{Path(p['image']).name} {p.get('cosine', p.get('error'))}" for p in worst) + ")"
+    rec = res.get("rec")
+    if rec and rec["identical"] < job.rec_identical_min:
+        out.append(f"rec reads {rec['identical']:.1%} of {rec['lines']} lines as the host does (< {job.rec_identical_min:.0%}), e.g. "
+                   + ", ".join(f"{Path(p['image']).name}: host {p['host']!r} device {p['device']!r}" for p in rec["differ"][:3]))
+    pipe = res.get("pipeline")
+    if pipe and job.pipeline_identical_min is not None and pipe["identical"] < job.pipeline_identical_min:
+        worst = sorted(pipe["per_image"], key=lambda p: p["identical"] / max(p["lines_host"], p["lines_device"], 1))[:3]
+        out.append(f"whole pages: {pipe['identical']:.1%} of {pipe['lines']} lines identical (< {job.pipeline_identical_min:.0%}), worst "
+                   + ", ".join(Path(p["image"]).name for p in worst))
+    return out

@@ -59,6 +59,38 @@ def _swap_swish(model) -> None:
                 layer._sub_layers[name] = MulSigmoid()
 
 
+def fold_affine_blocks(model) -> int:
+    """Fold PP-LCNetV3's learnable affine blocks (y = s * x + b, s and b scalars) into the
+    convolutions next to them, exactly: after a re-parameterised conv into its weights and bias,
+    and after the activation that feeds a 1x1 conv without padding into that conv's weights and
+    bias. Every folded block is two ops fewer in the exported model, the .nb and on the device,
+    and one less activation to quantize. Returns how many blocks were folded."""
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    folded = 0
+    with pd.no_grad():
+        for layer in model.sublayers():  # after the conv: conv_{w,c}(x) * s + b = conv_{s w, s c + b}(x)
+            conv, lab = getattr(layer, "reparam_conv", None), getattr(layer, "lab", None)
+            if conv is not None and getattr(layer, "is_repped", False) and type(lab).__name__ == "LearnableAffineBlock":
+                conv.weight.set_value(conv.weight * lab.scale)
+                conv.bias.set_value(conv.bias * lab.scale + lab.bias)
+                layer.lab = pd.nn.Identity()
+                folded += 1
+        for block in model.sublayers():  # into the next 1x1 conv: conv_{w,c}(s h + b) = conv_{s w, c + b sum(w)}(h)
+            dw, pw = getattr(block, "dw_conv", None), getattr(block, "pw_conv", None)
+            if dw is None or pw is None or getattr(block, "use_se", True) or dw.stride == 2 or pw.kernel_size != 1:
+                continue
+            lab, conv = dw.act.lab, getattr(pw, "reparam_conv", None)
+            if conv is None or type(lab).__name__ != "LearnableAffineBlock":
+                continue
+            conv.bias.set_value(conv.bias + lab.bias * conv.weight.sum(axis=[1, 2, 3]))
+            conv.weight.set_value(conv.weight * lab.scale)
+            dw.act.lab = pd.nn.Identity()
+            folded += 1
+    return folded
+
+
 @dataclass
 class LoadedModel:
     """A trainable dygraph model and the config it was built from."""
@@ -90,6 +122,7 @@ def build_model(source: ModelSource, load_weights: bool = True) -> LoadedModel:
     model.eval()
     if load_weights and source.inference_dir is not None:
         info = _load_from_inference(model, source)
+    info["folded_affine_blocks"] = fold_affine_blocks(model)  # after loading: shipped weights map onto the unfolded layers
     return LoadedModel(source.task, model, cfg, source.config, source, info)
 
 

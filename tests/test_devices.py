@@ -310,15 +310,12 @@ def test_ssh_linux_arm64(tmp_path, runner, sshd, adb_server):
 def test_real_runtime_over_ssh_smoke_and_verify(tmp_path, sshd, adb_server, small_data):
     """The linux-arm64 runtime built from TOOLKIT_LITE_SOURCE, in a bundle with float .nb files of the
     built-in models, deployed over ssh to the arm64 chroot: --smoke reads the test image's text, and
-    verify() finds the device's outputs equal to Paddle Inference's (the run's "quantized" models here
+    `--verify` finds the device's outputs equal to Paddle Inference's (the run's "quantized" models here
     are those same float models, so any difference is the runtime's). Skipped without a Lite source."""
     from test_runtime import arm64_runtime_dir, convert_zoo, text_image
 
-    from toolkit.devices.ssh import SshTransport
     from toolkit.models.sources import resolve_source
     from toolkit.rundir import RunDir
-    from toolkit.stages.verify import VerifyJob, verify
-    from toolkit.targets import get_target
     from toolkit.tasks import get_task
 
     runtime = arm64_runtime_dir()
@@ -341,45 +338,46 @@ def test_real_runtime_over_ssh_smoke_and_verify(tmp_path, sshd, adb_server, smal
 
     for t, s in sources.items():
         shutil.copytree(s.inference_dir, RunDir(run).quant_model(t))
-    job = VerifyJob(target=get_target("linux-arm64"), sources=sources, datasets=[small_data], det_images=2, rec_lines=6,
-                    pipeline_images=1, pipeline_identical_min=0.95, threads=1, timeout_s=1800)
-    transport = SshTransport(f"root@127.0.0.1:{sshd.port}", identity=str(sshd.key), known_hosts=str(sshd.known_hosts))
-    try:
-        out = verify(job, RunDir(run), transport, log=print)
-    finally:
-        transport.close()
+    RunDir(run).update_state(sources={t: {"spec": s.spec, "overrides": []} for t, s in sources.items()}, datasets=[str(small_data)])
+    p, res = deploy_json(adb_server, "--target", "linux-arm64", "--run-dir", run, "--device", spec, "--ssh-key", sshd.key,
+                         "--known-hosts", sshd.known_hosts, "--verify", "--verify-samples", "2,6,1")
+    assert p.returncode == 0, p.stderr
+    out = res["devices"][0]["verify"]
     print(json.dumps({k: v for k, v in out.items() if k in ("det", "rec", "pipeline")}, default=str)[:3000])
     assert not out["standin"] and out["ok"]
     assert out["det"]["cosine_min"] >= 0.9999 and out["det"]["boxes_matched"] == out["det"]["boxes_host"]
     assert out["rec"]["identical"] == 1.0 and out["pipeline"]["identical"] >= 0.95
     assert (run / "deploy" / "linux-arm64").rglob("verify.json")
+    report = json.loads((run / "report.json").read_text())
+    assert report["metrics"]["det"]["device"]["cosine_min"] >= 0.9999 and report["metrics"]["rec"]["device"]["identical"] == 1.0
 
 
-def test_verify_with_the_standin_runner_compares_nothing(tmp_path, runner, sshd, small_data):
-    """CI's path: the stand-in runner's batch mode over ssh; verify says standin and compares nothing."""
+def test_verify_with_the_standin_runner_compares_nothing(tmp_path, runner, sshd, adb_server, small_data):
+    """CI's path: `toolkit deploy --verify` with the stand-in runner's batch mode over ssh: the result
+    says standin and compares nothing; the samples are removed from the device; pull_file and
+    pull_dir bring device files back byte for byte."""
     from toolkit.devices.ssh import SshTransport
-    from toolkit.models.sources import resolve_source
     from toolkit.rundir import RunDir
-    from toolkit.stages.verify import VerifyJob, verify
-    from toolkit.targets import get_target
 
     run = tmp_path / "run"
     make_bundle(run, "linux-arm64", runner)
-    target = get_target("linux-arm64")
+    RunDir(run).update_state(sources={t: {"spec": f"zoo:ppocrv4-mobile-{t}", "overrides": []} for t in ("det", "rec")},
+                             datasets=[str(small_data)])
+    spec = f"ssh:root@127.0.0.1:{sshd.port}"
+    p, res = deploy_json(adb_server, "--target", "linux-arm64", "--run-dir", run, "--device", spec, "--ssh-key", sshd.key,
+                         "--known-hosts", sshd.known_hosts, "--verify", "--verify-samples", "1,2,1")
+    assert p.returncode == 0, p.stderr
+    out = res["devices"][0]["verify"]
+    assert out["standin"] is True and out["ok"] and "det" not in out and out["samples"] == {"det": 1, "rec": 2, "pipeline": 1}
+    report = json.loads((run / "report.json").read_text())
+    assert report["metrics"]["det"]["device"]["standin"] is True
+    root = "/opt/ppocr"
     transport = SshTransport(f"root@127.0.0.1:{sshd.port}", identity=str(sshd.key), known_hosts=str(sshd.known_hosts))
     try:
-        root = target.transport.device_dir
-        release = "standin"
-        transport.install(run / "bundle" / "linux-arm64", root, release, set())
-        job = VerifyJob(target=target, sources={t: resolve_source(t, None) for t in ("det", "rec")}, datasets=[small_data],
-                        det_images=1, rec_lines=2, pipeline_images=1)
-        out = verify(job, RunDir(run), transport)
-        # pull_file and pull_dir bring device files back byte for byte
         transport.pull_file(f"{root}/current/models/det.nb", tmp_path / "det.nb")
         transport.pull_dir(f"{root}/current/dict", tmp_path / "dict")
     finally:
         transport.close()
-    assert out["standin"] is True and out["ok"] and "det" not in out and out["samples"] == {"det": 1, "rec": 2, "pipeline": 1}
     assert (tmp_path / "det.nb").read_bytes() == (run / "bundle/linux-arm64/models/det.nb").read_bytes()
     assert (tmp_path / "dict" / "ppocr_keys_v1.txt").read_bytes() == b"a\nb\nc\n"
     assert not list((sshd.private / "ppocr").glob("verify-*"))  # the samples were removed from the device

@@ -176,6 +176,44 @@ class SshOptions(Job):
     accept_new_host_keys: bool = False
 
 
+class VerifyOptions(Job):
+    """How much to check on the device and the tolerances. Under qemu-user arithmetic is 30-500x
+    slower than on a device (an int8 det page ~7 s, a rec line ~3.6 s): size the counts."""
+
+    det_images: int = Field(20, ge=0)
+    rec_lines: int = Field(100, ge=0)
+    pipeline_images: int = Field(5, ge=0)
+    det_cosine_min: float = Field(0.995, ge=0, le=1)
+    rec_identical_min: float = Field(0.98, ge=0, le=1)
+    # Whole pages are reported; set this to also fail on them. Their lines are cropped from the
+    # device's own boxes, so a 1-pixel box shift can flip a fragile decision (a space) that the
+    # rec check, on identical crops, does not see.
+    pipeline_identical_min: Optional[float] = Field(None, ge=0, le=1)
+
+    @classmethod
+    def from_flags(cls, samples: str, det_cosine: float, rec_identical: float) -> "VerifyOptions":
+        """--verify-samples DET_IMAGES,REC_LINES,PAGES and the two tolerances."""
+        from toolkit.errors import ToolkitError
+
+        parts = samples.split(",")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+            raise ToolkitError(f"--verify-samples {samples}: expected DET_IMAGES,REC_LINES,PAGES, e.g. 20,100,5")
+        det, rec, pages = (int(p) for p in parts)
+        return cls(det_images=det, rec_lines=rec, pipeline_images=pages, det_cosine_min=det_cosine, rec_identical_min=rec_identical)
+
+
+class VerifyJob(VerifyOptions):
+    """On-device verification of an installed bundle (toolkit/stages/verify.py)."""
+
+    target: Target
+    sources: dict[str, ModelSource]
+    datasets: list[Path]
+    tasks: list[TaskName] = Field(default_factory=lambda: list(TASKS))
+    threads: Optional[int] = Field(None, ge=1)          # default: the target's
+    host_threads: int = Field(0, ge=0)                  # Paddle Inference on the host; 0: all cores
+    timeout_s: float = Field(3600, gt=0)                # per runner batch on the device
+
+
 class DeployJob(Job):
     target: Target
     device: str
@@ -184,6 +222,7 @@ class DeployJob(Job):
     warmup: int = Field(2, ge=0)
     repeats: int = Field(10, ge=1)
     ssh: SshOptions = Field(default_factory=SshOptions)
+    verify: Optional[VerifyOptions] = None   # after installing, compare the device with the host (stages/verify.py)
 
 
 class RunJob(Job):

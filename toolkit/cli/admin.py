@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from toolkit.cli.app import JSON, TARGETS, UI, app, emit, table, targets
+from toolkit.cli.app import JSON, TARGETS, UI, app, done_with_problems, emit, table, targets
 from toolkit.errors import ToolkitError
 
 targets_app = typer.Typer(no_args_is_help=True, help="Deployment targets (targets/*.yaml).")
@@ -79,10 +79,9 @@ def data_check(data: Path = typer.Option(..., "--data", help="A dataset folder."
     if len(problems) > 50:
         human.append(f"  ... and {len(problems) - 50} more (--json lists all)")
     emit(rows, as_json, "\n".join(human))
-    if problems:  # the listing above is the result; the status says it is not clean
-        typer.echo(f"error: {data}: {len(problems)} problem(s) ({'in the JSON document' if as_json else 'listed above'})", err=True)
-        typer.echo("  hint: fix or remove those lines; training can skip them with --skip-bad-labels", err=True)
-        raise typer.Exit(2)
+    if problems:
+        done_with_problems(f"{data}: {len(problems)} problem(s) ({'in the JSON document' if as_json else 'listed above'})",
+                           "fix or remove those lines; training can skip them with --skip-bad-labels")
 
 
 @app.command()
@@ -109,22 +108,20 @@ def images_build(target: Optional[List[str]] = TARGETS, all_targets: bool = type
                  ca_cert: Optional[List[Path]] = typer.Option(None, "--ca-cert", help="Extra CA certificates (PEM) trusted in the images, e.g. a TLS-intercepting proxy's."),
                  apt_mirror: str = typer.Option("http://deb.debian.org/debian", "--apt-mirror"),
                  python37_sha256: Optional[str] = typer.Option(None, "--python37-sha256", help="Build CPython 3.7 from python.org's source (when no local 3.7)."),
-                 runtime_sha256: Optional[List[str]] = typer.Option(None, "--runtime-sha256", help="TARGET=SHA256 of the Paddle Lite archive when the target pins none."),
-                 ndk_sha256: Optional[str] = typer.Option(None, "--ndk-sha256", help="sha256 of the Android NDK zip (android-* runtime images)."),
+                 lite_source: Optional[Path] = typer.Option(None, "--lite-source", help="A local Paddle Lite git clone (checkout or bare) that has the "
+                                                            "target's pinned tag; runtime images are built from it. Without it the image clones "
+                                                            "runtime.source.repository (needs internet). A tag at another commit is refused."),
+                 runtime_sha256: Optional[List[str]] = typer.Option(None, "--runtime-sha256", help="TARGET=SHA256 of the Paddle Lite archive (runtime.kind: archive) when the target pins none."),
+                 ndk_sha256: Optional[str] = typer.Option(None, "--ndk-sha256", help="sha256 of the Android NDK zip, overriding the target's pin."),
                  force: bool = typer.Option(False, "--force", help="Rebuild even when the tag exists."), as_json: bool = JSON):
     """Build the images (tagged by a hash of their inputs: unchanged images are not rebuilt)."""
-    from toolkit.runners.images import BuildOptions, build_images
+    from toolkit.runners.images import BuildOptions, build_images, pin_runtime
 
     ui = UI(as_json)
-    shas = {}
-    for item in runtime_sha256 or []:
-        name, sep, sha = item.partition("=")
-        if not sep or len(sha) != 64:
-            raise ToolkitError(f"--runtime-sha256 {item}: expected TARGET=SHA256 (64 hex characters)")
-        shas[name] = sha.lower()
+    shas = dict(pin_runtime(item) for item in runtime_sha256 or [])
     opts = BuildOptions(base_image=base_image, pip_index_url=pip_index_url, pip_extra_index_url=pip_extra_index_url, wheelhouse=wheelhouse,
                         ca_certs=list(ca_cert or []), apt_mirror=apt_mirror, python37_sha256=python37_sha256, runtime_sha256=shas,
-                        ndk_sha256=ndk_sha256, force=force)
+                        ndk_sha256=ndk_sha256, lite_source=lite_source, force=force)
     res = build_images(targets(target, all_targets), list(kind or ["trainer", "converter"]), opts,
                        trainer_variants=["cpu", "gpu"] if gpu else ["cpu"], log=ui.log)
     emit(res, as_json, "\n".join(f"{r['tag']:<44} {'built in %.0fs' % r['seconds'] if r['built'] else 'up to date (no build)'}" for r in res))
@@ -134,15 +131,7 @@ def images_build(target: Optional[List[str]] = TARGETS, all_targets: bool = type
 def doctor(target: Optional[List[str]] = TARGETS, as_json: bool = JSON):
     """Engine, GPUs, adb, interpreters, converter environments, images: what is there and the fix for what is not.
     Every target file is checked; a broken one is a row, not the end of the report."""
-    from toolkit.runners.doctor import checks, render
-    from toolkit.targets import load_target, resolve_targets_dir
+    from toolkit.runners.doctor import checks_for, render
 
-    loaded, broken = [], []
-    files = [resolve_targets_dir() / f"{n}.yaml" for n in target] if target else sorted(resolve_targets_dir().glob("*.yaml"))
-    for f in files:
-        try:
-            loaded.append(load_target(f))
-        except ToolkitError as exc:
-            broken.append({"name": f"target {f.stem}", "ok": False, "detail": exc.message.splitlines()[0], "fix": exc.hint or ""})
-    rows = broken + checks(loaded)
+    rows = checks_for(target)
     emit(rows, as_json, render(rows))

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from toolkit.errors import ToolkitError
+from toolkit.ui import UI  # noqa: F401  (the commands' output helper)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Quantize PP-OCR models, convert them with Paddle Lite, and deliver device bundles.")
@@ -36,45 +36,6 @@ DEFAULT_TARGET = "android-arm64"
 INTERRUPTED = 130
 
 
-class UI:
-    """Human output on stderr (stdout stays clean for --json), progress with an ETA for long work."""
-
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-
-    def log(self, msg: str) -> None:
-        if not self.quiet:
-            typer.echo(msg, err=True)
-
-    def progress(self, desc: str):
-        """A tqdm bar on a terminal; in logs (CI), a line at every quarter of the work with the time left."""
-        from tqdm import tqdm
-
-        state: dict = {"t0": time.monotonic()}
-        tty = sys.stderr.isatty()
-
-        def update(done: int, total: int, loss: float | None = None) -> None:
-            if self.quiet:
-                return
-            if not tty:
-                if done == total or done % max(1, total // 4) == 0:
-                    spent = time.monotonic() - state["t0"]
-                    eta = spent / max(done - state.setdefault("first", done - 1), 1) * (total - done)
-                    self.log(f"{desc}: {done}/{total}" + (f" loss {loss:.4f}" if loss is not None else "")
-                             + f", {spent:.0f}s, about {eta:.0f}s left")
-                return
-            if "bar" not in state:
-                state["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, initial=done - 1, leave=True, mininterval=1.0)
-            b = state["bar"]
-            b.update(done - b.n)
-            if loss is not None:
-                b.set_postfix(loss=f"{loss:.4f}")
-            if done >= total:
-                b.close()
-
-        return update
-
-
 # Results go to the real stdout; with --json, main() points sys.stdout at stderr for everything
 # else, so libraries that print (ppocr logs to stdout on import) cannot corrupt the JSON.
 RESULTS = sys.stdout
@@ -83,6 +44,14 @@ RESULTS = sys.stdout
 def emit(obj, as_json: bool, human: str | None = None) -> None:
     text = json.dumps(obj, indent=2, default=str) if as_json or human is None else human
     typer.echo(text, file=RESULTS)
+
+
+def done_with_problems(message: str, hint: str) -> None:
+    """The command's result is printed (one document with --json), yet the outcome is a failure:
+    say so on stderr and exit 2."""
+    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"  hint: {hint}", err=True)
+    raise typer.Exit(2)
 
 
 def table(rows: list[tuple]) -> str:

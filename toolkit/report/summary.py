@@ -60,6 +60,8 @@ def build_report(run: RunDir, targets: list[Target], tasks: list[str]) -> dict:
            "stage_seconds": {name: rec.get("seconds") for name, rec in stages.items()}, "versions": versions()}
     if deploy := deploy_results(run):
         out["deploy"] = deploy
+        for part, figures in device_metrics(deploy).items():
+            out["metrics"].setdefault(part, {})["device"] = figures
     return out
 
 
@@ -77,6 +79,8 @@ def deploy_results(run: RunDir) -> dict:
             continue
         entry = {k: r.get(k) for k in ("status", "release", "previous_release", "sent", "unchanged", "bytes", "seconds", "error") if k in r}
         entry["abi"] = (r.get("facts") or {}).get("abi")
+        if r.get("verify"):
+            entry["verify"] = _without_samples(r["verify"])
         for kind in ("smoke", "benchmark"):
             if kind in r:
                 res = r[kind].get("result") or {}
@@ -86,10 +90,36 @@ def deploy_results(run: RunDir) -> dict:
     return out
 
 
+def _without_samples(v: dict) -> dict:
+    """A verify result without its per-sample lists (they stay in RUN/deploy/.../verify.json)."""
+    return {k: ({kk: vv for kk, vv in x.items() if kk not in ("per_image", "differ")} if isinstance(x, dict) else x) for k, x in v.items()}
+
+
+def device_metrics(deploy: dict) -> dict:
+    """metrics.<task>.device: the last verified device's figures per task (whole pages stay under
+    deploy.<target>.<device>.verify.pipeline)."""
+    from toolkit.jobs import TASKS
+
+    out: dict = {}
+    for devices in deploy.values():
+        for dev, entry in devices.items():
+            v = entry.get("verify")
+            if not v:
+                continue
+            for task in TASKS:
+                if v.get("standin"):
+                    out[task] = {"device": dev, "standin": True}
+                elif isinstance(v.get(task), dict):
+                    out[task] = {"device": dev, **v[task]}
+    return out
+
+
 def merge_deploy_results(run: RunDir) -> dict:
     """Put the deploy section into report.json (created with just that section if the run has none yet)."""
     report = _json(run.report_path()) or {"run_dir": str(run.root)}
     report["deploy"] = deploy_results(run)
+    for part, figures in device_metrics(report["deploy"]).items():
+        report.setdefault("metrics", {}).setdefault(part, {})["device"] = figures
     atomic_write_json(run.report_path(), report)
     from toolkit.report.page import write_html
 

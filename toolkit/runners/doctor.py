@@ -126,3 +126,19 @@ def render(rows: list[dict]) -> str:
     missing = [r["name"] for r in rows if r["ok"] is False]
     lines.append(f"{len(missing)} missing" + (f": {', '.join(missing)}" if missing else ""))
     return "\n".join(lines)
+
+
+def checks_for(names: list[str] | None) -> list[dict]:
+    """`checks` for the named targets (default: every file in targets/); a target file that does
+    not load is a row of its own, not the end of the report."""
+    from toolkit.errors import ToolkitError
+    from toolkit.targets import load_target, resolve_targets_dir
+
+    loaded, broken = [], []
+    files = [resolve_targets_dir() / f"{n}.yaml" for n in names] if names else sorted(resolve_targets_dir().glob("*.yaml"))
+    for f in files:
+        try:
+            loaded.append(load_target(f))
+        except ToolkitError as exc:
+            broken.append(_check(f"target {f.stem}", False, exc.message.splitlines()[0], exc.hint or "fix the file"))
+    return broken + checks(loaded)

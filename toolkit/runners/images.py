@@ -157,6 +157,14 @@ class BuildOptions:
     force: bool = False
 
 
+def pin_runtime(item: str) -> tuple[str, str]:
+    """--runtime-sha256 TARGET=SHA256 as (target, sha256)."""
+    name, sep, sha = item.partition("=")
+    if not sep or len(sha) != 64:
+        raise ToolkitError(f"--runtime-sha256 {item}: expected TARGET=SHA256 (64 hex characters)")
+    return name, sha.lower()
+
+
 def _sha_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -24,6 +24,15 @@ def _progress(desc: str):
     return update
 
 
+def _here(job):
+    """The job with its model sources resolved in this environment (see ModelSource.relocated)."""
+    if getattr(job, "source", None) is not None:
+        job = job.model_copy(update={"source": job.source.relocated()})
+    if getattr(job, "sources", None):
+        job = job.model_copy(update={"sources": {t: s.relocated() for t, s in job.sources.items()}})
+    return job
+
+
 def work(run_dir: str, name: str) -> int:
     from toolkit.runners.local import LocalRunner
 
@@ -32,7 +41,7 @@ def work(run_dir: str, name: str) -> int:
     try:
         envelope = json.loads(job_file.read_text())
         stage = envelope["stage"]
-        job = STAGE_JOBS[stage].model_validate(envelope["job"])
+        job = _here(STAGE_JOBS[stage].model_validate(envelope["job"]))
         local = LocalRunner()
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
         if stage == "quantize":

@@ -22,6 +22,7 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 from toolkit.devices import open_transport
@@ -104,6 +105,8 @@ def deploy_one(job: DeployJob, run: RunDir, log: Callable[[str], None] | None = 
                     how = f"failed on the device (exit status {rc})" if rc != 0 else "gave no result"
                     raise ToolkitError(f"{transport.name}: {kind} run {how}: {res[kind]['message']}",
                                        hint=f"its output is in {run.deploy_dir(job.target.name)}")
+        if job.verify is not None:
+            _verify(job, run, transport, res, log)
         res["status"] = "ok"
     except ToolkitError as exc:
         res.update(error=exc.message, hint=exc.hint)
@@ -150,6 +153,25 @@ def _install(job: DeployJob, run: RunDir, transport, res: dict, log) -> dict:
                            hint=f"nothing was switched: the device still runs release {prev}; fix the cause and re-run") from None
     return {"target": job.target.name, "device": transport.name, "release": release, "bytes": size, **result,
             "previous_release": _release_id(current) if current else None}
+
+
+def _verify(job: DeployJob, run: RunDir, transport, res: dict, log) -> None:
+    """The device against the host's fake-quant model on the run's eval samples; the figures are
+    recorded even when they miss the tolerances (then the deploy fails)."""
+    from toolkit.jobs import TASKS, VerifyJob
+    from toolkit.models.sources import resolve_source
+    from toolkit.stages.verify import VerifyFailed, verify
+
+    state = run.state()
+    tasks = [t for t in TASKS if t in state.get("sources", {})]
+    sources = {t: resolve_source(t, state["sources"][t]["spec"], tuple(state["sources"][t]["overrides"])) for t in tasks}
+    vjob = VerifyJob(target=job.target, sources=sources, datasets=[Path(p) for p in state.get("datasets", [])], tasks=tasks,
+                     **job.verify.model_dump())
+    try:
+        res["verify"] = verify(vjob, run, transport, run.deploy_outputs(job.target.name, _slug(transport.name)) / "verify", log)
+    except VerifyFailed as exc:
+        res["verify"] = exc.result
+        raise
 
 
 def runner_argv(threads: int, power_mode: str, warmup: int, repeats: int) -> list[str]:

@@ -29,40 +29,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
 from toolkit.errors import ToolkitError
-from toolkit.models.sources import ModelSource
+from toolkit.jobs import VerifyJob
 from toolkit.rundir import RunDir, atomic_write_json
-from toolkit.targets import Target
 
 RUNNER = "runtime/bin/ppocr_runner"
 RUNNER_KIND = {"det": "det", "rec": "rec", "pipeline": "ocr"}   # sample kind -> the runner's batch kind
 Log = Callable[[str], None]
-
-
-class VerifyJob(BaseModel):
-    """What to compare, on how many samples, and the tolerances. Under qemu-user arithmetic is
-    30-500x slower than on a device (an int8 det page ~7 s, a rec line ~3.6 s): size the counts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target: Target
-    sources: dict[str, ModelSource]
-    datasets: list[Path]
-    tasks: list[str] = Field(default_factory=lambda: ["det", "rec"])
-    det_images: int = Field(20, ge=0)
-    rec_lines: int = Field(100, ge=0)
-    pipeline_images: int = Field(5, ge=0)
-    det_cosine_min: float = Field(0.995, ge=0, le=1)
-    rec_identical_min: float = Field(0.98, ge=0, le=1)
-    # Whole pages are reported; set this to also fail on them. Their lines are cropped from the
-    # device's own boxes, so a 1-pixel box shift can flip a fragile decision (a space) that the
-    # rec check, on identical crops, does not see.
-    pipeline_identical_min: Optional[float] = Field(None, ge=0, le=1)
-    threads: Optional[int] = Field(None, ge=1)          # default: the target's
-    host_threads: int = Field(0, ge=0)                  # Paddle Inference on the host; 0: all cores
-    timeout_s: float = Field(3600, gt=0)                # per runner batch on the device
 
 
 class VerifyFailed(ToolkitError):
@@ -73,14 +46,12 @@ class VerifyFailed(ToolkitError):
         self.result = result
 
 
-def verify(job: VerifyJob, run: RunDir, transport, log: Log | None = None, out_dir: Path | None = None) -> dict:
+def verify(job: VerifyJob, run: RunDir, transport, out_dir: Path, log: Log | None = None) -> dict:
     """Entry point, after the bundle is installed on `transport` (a toolkit.devices Transport).
 
     Returns {"device", "standin", "det": {...}, "rec": {...}, "pipeline": {...}, "ok", "seconds"};
     the per-task dicts are what report.json carries under metrics.<task>.device. Also written to
-    OUT_DIR/verify.json (default RUN/deploy/<target>/<device>/verify/)."""
-    from toolkit.stages.deploy import _slug
-
+    OUT_DIR/verify.json (the deploy stage passes RUN/deploy/<target>/<device>/verify/)."""
     log = log or (lambda m: None)
     t0 = time.monotonic()
     target = job.target
@@ -88,7 +59,7 @@ def verify(job: VerifyJob, run: RunDir, transport, log: Log | None = None, out_d
     if not (bundle / RUNNER).is_file():
         raise ToolkitError(f"the {target.name} bundle has no runtime ({RUNNER})",
                            hint=f"build it (`toolkit images build --kind runtime --target {target.name}`), then `toolkit bundle` again")
-    out_dir = Path(out_dir or run.deploy_outputs(target.name, _slug(transport.name)) / "verify")
+    out_dir = Path(out_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
     (out_dir / "inputs").mkdir(parents=True)
     samples = _samples(job, out_dir / "inputs")

@@ -131,6 +131,10 @@ class Task:
         """This task's section of the bundle's config.json (what the device runner reads)."""
         raise NotImplementedError
 
+    def device_summary(self, figures: dict) -> str:
+        """One line for people: how the device's outputs compare with the host's (stages/verify.py)."""
+        raise NotImplementedError
+
     def bundle_files(self, cfg: dict) -> dict[str, Path]:
         """Files the device runner needs besides the model: bundle path -> source file."""
         return {}

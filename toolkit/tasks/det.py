@@ -205,6 +205,10 @@ class DetTask(Task):
                  "boxes": {"float": f, "quant": q}, "order": -abs(len(f) - len(q))}
                 for s, f, q in zip(samples, float_pred, quant_pred) if len(f) != len(q)]
 
+    def device_summary(self, f: dict) -> str:
+        return (f"map cosine min {f['cosine_min']:.4f}, {100 * (f.get('flipped_mean') or 0):.2f}% pixels flip; "
+                f"hmean {f['hmean_device']:.4f} device vs {f['hmean_host']:.4f} host ({f['images']} images)")
+
     def runtime_config(self, cfg: dict) -> dict:
         pp = {k: v for k, v in (cfg.get("PostProcess") or {}).items() if k != "name"}
         ev = self._eval(cfg)

@@ -183,6 +183,10 @@ class RecTask(Task):
         return [{"image": str(s.image), "label": s.text, "float": f, "quant": q, "order": 0 if (q != s.text and f == s.text) else 1}
                 for s, f, q in zip(samples, float_pred, quant_pred) if f != q]
 
+    def device_summary(self, f: dict) -> str:
+        return (f"{100 * f['identical']:.1f}% lines identical; accuracy {f['acc_device']:.4f} device vs {f['acc_host']:.4f} host "
+                f"({f['lines']} lines)")
+
     def bundle_files(self, cfg: dict) -> dict[str, Path]:
         return {self.runtime_config(cfg)["dict"]: Path(cfg["Global"]["character_dict_path"])}
 

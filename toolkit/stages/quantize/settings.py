@@ -26,6 +26,7 @@ class QuantSettings(BaseModel):
     quantizable_layer_type: list[Literal["Conv2D", "Linear"]] = Field(default_factory=lambda: ["Conv2D", "Linear"])
     skip_layers: list[str] = Field(default_factory=list)   # fnmatch patterns of sublayer names kept float
     pact: bool = False
+    activation_ranges: Literal["mse", "moving_average"] = "mse"   # see ops.calibrate
     # training
     steps: int = Field(40, ge=1)
     batch_size: int = Field(8, ge=1)

@@ -1,7 +1,6 @@
-"""The main job as a user runs it, on the real PP-OCRv4 models, real opt, real Paddle Inference.
-
-The session fixture runs `toolkit run --target android-arm64` exactly as `make demo` does
-(synthetic data: 100 held-out det images, 500 rec lines); the tests read what it left.
+"""The main job as a user runs it: `make demo` (the README's first command) on the real PP-OCRv4
+models, real opt, real Paddle Inference, synthetic data and real document pages; the tests read
+what it left. Its exit status is the first thing checked.
 """
 
 from __future__ import annotations
@@ -10,12 +9,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_failure, toolkit
+from conftest import REPO, assert_clean_failure, copy_tree, toolkit
 from toolkit.digest import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def main_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("main") / "run"
-    proc = toolkit("run", "--target", "android-arm64", "--run-dir", run, timeout=2400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run(["make", "-C", str(REPO), "demo", f"RUN_DIR={run}"], capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-4000:])
     return run
 
 
@@ -34,25 +34,27 @@ def report(main_run) -> dict:
     return json.loads((main_run / "report.json").read_text())
 
 
-def test_accuracy_of_float_baseline_and_quantized_models(report):
-    det, rec = report["metrics"]["det"], report["metrics"]["rec"]
-    assert det["float"]["images"] >= 100 and rec["float"]["lines"] >= 500
-    # PP-OCRv4 reads clean synthetic English text almost perfectly: a sane baseline.
-    assert det["float"]["hmean"] >= 0.95, det
-    assert rec["float"]["acc"] >= 0.95, rec
-    assert 100 * (det["float"]["hmean"] - det["quant"]["hmean"]) <= 1.0, det
-    assert 100 * (rec["float"]["acc"] - rec["quant"]["acc"]) <= 1.0, rec
+def test_the_main_job_judges_real_pages_and_meets_the_bars(report):
+    """Both models within half a point on the real pages (the judged set) and on the synthetic set."""
+    for task, key in (("det", "hmean"), ("rec", "acc")):
+        m = report["metrics"][task]
+        assert m["judged"] == "debian-manuals" and m["kind"] == "real", m.get("judged")
+        assert set(m["sets"]) == {"debian-manuals", "synth"}, m["sets"].keys()
+        for name, s in m["sets"].items():
+            assert 100 * (s["float"][key] - s["quant"][key]) == pytest.approx(s["drop_points"], abs=1e-3)
+            assert s["drop_points"] <= 0.5, (task, name, s["drop_points"])
+    real = report["metrics"]
+    assert real["det"]["float"]["images"] >= 12 and real["rec"]["float"]["lines"] >= 300
+    assert report["metrics"]["det"]["sets"]["synth"]["float"]["images"] >= 100
     assert report["status"] == "ok"
 
 
 def test_int8_nb_files_use_int8_kernels_and_are_small(report, main_run):
-    for task in ("det", "rec"):
+    for task, most in (("det", 0.33), ("rec", 0.30)):
         t = report["targets"]["android-arm64"][task]
         assert t["lite_version"] == "v2.12"
         assert t["int8_ops"] > 10 and t["int8_op_types"].get("conv2d", 0) > 10, t
-        # Layers the accuracy search kept float cost 3 bytes more per weight (measured and recorded).
-        extra = (json.loads((main_run / "quant" / task / "qat.json").read_text()).get("search") or {}).get("float_extra_bytes", 0)
-        assert t["int8_nb_bytes"] - extra <= 0.35 * t["float_nb_bytes"], (t, extra)
+        assert t["int8_nb_bytes"] <= most * t["float_nb_bytes"], (task, t["size_ratio"])
         assert (main_run / "nb" / "android-arm64" / f"{task}.int8.nb").stat().st_size == t["int8_nb_bytes"]
 
 
@@ -73,7 +75,7 @@ def test_bundle_has_models_manifest_and_checksums(main_run, report):
     assert manifest["metrics"]["rec"]["quant"]["acc"] == report["metrics"]["rec"]["quant"]["acc"]
     assert "toolkit" in manifest["command"] and "--target android-arm64" in manifest["command"]
     cfg = json.loads((b / "config.json").read_text())
-    assert cfg["det"]["box_thresh"] == 0.6 and cfg["rec"]["image_shape"] == [3, 48, 320]
+    assert cfg["det"]["box_thresh"] == 0.6 and cfg["rec"]["image_shape"] == [3, 48, 320] and cfg["rec"]["width_multiple"] == 32
 
 
 def test_second_run_does_no_work(main_run):
@@ -85,20 +87,21 @@ def test_second_run_does_no_work(main_run):
     assert len(stages) >= 7 and all("skipped (up to date)" in line for line in stages if not line.startswith("data")), stages
 
 
-def test_rec_search_keeps_the_culprit_layers_float_with_no_hand_written_list(report, main_run):
-    """PP-OCRv4 rec with every layer quantized loses far more than the budget; the search finds
-    the layers to keep float by itself and the run lands within 1 point."""
-    from toolkit.models.sources import CONFIG_DIR, load_config
+def test_every_layer_int8_or_nearly(report, main_run):
+    """No hand-written skip list; the search after QAT keeps at most 3 rec layers float, chosen by harm
+    per extra byte, and records why."""
+    from toolkit.models.sources import CONFIG_DIR
+    from toolkit.models.config import load_config
 
     assert not load_config(CONFIG_DIR / "PP-OCRv4_mobile_rec.yml")["Quant"]["skip_layers"]
-    search = json.loads((main_run / "quant" / "rec" / "qat.json").read_text())["search"]
-    assert not search["naive"]["ok"] and search["ranking"], search["naive"]
-    assert search["float_layers"] and search["met"] and search["final_drop_points"] <= 0.75
-    assert search["float_extra_bytes"] == 3 * search["float_weight_count"] > 0
-    assert set(report["quantization"]["rec"]["float_layers"]) == set(search["float_layers"])
-    assert report["metrics"]["rec"]["drop_points"] <= 1.0
-    ranked = [r["layer"] for r in search["ranking"]]
-    assert len(ranked) > 40 and set(search["float_layers"]) <= set(ranked)  # the 47 layers the graph calls
+    for task in ("det", "rec"):
+        search = json.loads((main_run / "quant" / task / "qat.json").read_text())["search"]
+        assert len(search["float_layers"]) <= 3, search["float_layers"]
+        assert search["float_extra_bytes"] == 3 * search.get("float_weight_count", 0)
+        assert set(report["quantization"][task]["float_layers"]) == set(search["float_layers"])
+        assert search["history_after_training"] and search["float_metric"] > 0.5
+        rows = {r["layer"]: r for r in search["ranking"]}
+        assert all(n in rows for n in search["float_layers"]), "a float layer without its ranking row"
 
 
 def test_report_html_renders_in_headless_chromium(main_run, tmp_path):
@@ -153,9 +156,21 @@ def test_convert_for_all_four_targets(main_run):
             assert (main_run / "nb" / name / f"{task}.int8.nb").exists()
 
 
-def test_max_drop_exceeded_fails_the_run_clearly(main_run):
-    proc = toolkit("evaluate", "--run-dir", main_run, "--max-drop", "-5")
-    assert_clean_failure(proc, "quantization cost too much accuracy", "--max-drop")
+def test_max_drop_judges_the_real_split(small_data, tmp_path):
+    """Two datasets, one of them real: the verdict is the real one's drop, and --max-drop fails a run
+    whose real-split drop exceeds it (PTQ of rec on 16 lines loses points)."""
+    real = copy_tree(small_data, tmp_path / "pages")
+    meta = json.loads((real / "dataset.json").read_text())
+    (real / "dataset.json").write_text(json.dumps({**meta, "kind": "real", "name": "pages"}))
+    run = tmp_path / "run"
+    for args in (["quantize", "--method", "ptq", "--data", small_data, "--data", real], ["export"], ["convert"]):
+        assert toolkit(*args, "--run-dir", run, "--tasks", "rec").returncode == 0
+    ok = toolkit("evaluate", "--run-dir", run, "--tasks", "rec", "--max-drop", "100", "--json")
+    res = json.loads(ok.stdout)["rec"]
+    assert res["judged"] == "pages" and set(res["sets"]) == {"pages", "synth"} and res["drop_points"] == res["sets"]["pages"]["drop_points"]
+    assert res["drop_points"] > 0.5, res["drop_points"]
+    proc = toolkit("evaluate", "--run-dir", run, "--tasks", "rec", "--max-drop", "0.5")
+    assert_clean_failure(proc, "quantization cost too much accuracy", "on pages", "--max-drop")
 
 
 def test_deploy_to_a_folder_twice(main_run, tmp_path):
@@ -198,26 +213,28 @@ def test_interrupted_qat_resumes_where_it_stopped(small_data, tmp_path):
     assert abs(again[-1]["loss"] - full[-1]["loss"]) < 1e-3, (again, full)
 
 
-def test_ptq_alternative_converts_to_int8(small_data, tmp_path):
+@pytest.mark.parametrize("task", ["det", "rec"])
+def test_ptq_alternative_converts_to_int8(small_data, tmp_path, task):
     run = tmp_path / "ptq"
     for args in (["quantize", "--method", "ptq"], ["export"], ["convert", "--json"]):
-        proc = toolkit(*args, "--run-dir", run, "--tasks", "det", *(["--data", small_data] if args[0] == "quantize" else []))
+        proc = toolkit(*args, "--run-dir", run, "--tasks", task, *(["--data", small_data] if args[0] == "quantize" else []))
         assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
-    assert res["targets"]["android-arm64"]["det"]["int8"]["int8_ops"] > 10
+    assert res["targets"]["android-arm64"][task]["int8"]["int8_ops"] > 10
 
 
 def test_paddleocr_checkpoint_with_its_config(small_data, tmp_path):
     """A PaddleOCR training checkpoint (.pdparams before re-parameterisation) + config, as quant.py takes them."""
     from toolkit.engine import paddle
-    from toolkit.models.sources import CONFIG_DIR, _architecture, load_config
+    from toolkit.models.config import architecture, load_config
+    from toolkit.models.sources import CONFIG_DIR
 
     pd = paddle()
     from ppocr.modeling.architectures import build_model
 
     cfg_path = tmp_path / "det.yml"
     cfg_path.write_text((CONFIG_DIR / "PP-OCRv4_mobile_det.yml").read_text())
-    model = build_model(_architecture(load_config(cfg_path), cfg_path))  # a training-time (un-repped) model
+    model = build_model(architecture(load_config(cfg_path)))  # a training-time (un-repped) model
     pd.save(model.state_dict(), str(tmp_path / "best_accuracy.pdparams"))
     run = tmp_path / "run"
     proc = toolkit("quantize", "--run-dir", run, "--tasks", "det", "--data", small_data, "--det", cfg_path,

@@ -106,10 +106,10 @@ class QuantOptions(Job):
     def skip_patterns(self, task: str) -> list[str]:
         return [item.split(":", 1)[1] for item in self.skip_layer if item.split(":", 1)[0] == task]
 
-    def distributed(self, cpus: int | None = None) -> Distributed | None:
-        """The data-parallel plan these flags ask for; None: one process. `auto` takes one rank per
-        free core (at least 2 to be worth a launch)."""
-        n = self.nproc
+    def distributed(self, cpus: int | None = None, default_nproc: str = "1") -> Distributed | None:
+        """The data-parallel plan these flags (else the config's Quant.nproc) ask for; None: one
+        process. `auto` takes one rank per core (at least 2 to be worth a launch)."""
+        n = self.nproc or default_nproc
         if n == "auto":
             n = str(cpus or 1) if (cpus or 1) >= 2 and self.devices is None and self.device == "cpu" else None
         if self.devices is None and n in (None, "1") and self.nodes is None:
@@ -236,9 +236,8 @@ class RunJob(Job):
     runner: Literal["local", "docker", "auto"] = "local"
     command: list[str] = Field(default_factory=lambda: list(sys.argv))
 
-    def quant_job(self, task: str, datasets: list[Path], cpus: int | None = None) -> QuantJob:
-        return QuantJob(task=task, source=self.sources[task], datasets=datasets, options=self.quant,
-                        dist=self.quant.distributed(cpus) if self.quant.method == "qat" else None)
+    def quant_job(self, task: str, datasets: list[Path]) -> QuantJob:
+        return QuantJob(task=task, source=self.sources[task], datasets=datasets, options=self.quant)
 
 
 STAGE_JOBS: dict[str, type[Job]] = {"quantize": QuantJob, "export": ExportJob, "convert": ConvertJob, "evaluate": EvalJob}

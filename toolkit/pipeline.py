@@ -8,7 +8,6 @@ also when a stage fails.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from toolkit.report.summary import write_report
 from toolkit.rundir import RunDir
 from toolkit.runners import get_runner
 from toolkit.stages.bundle import bundle
+from toolkit.stages.quantize.stage import plan
 
 # The main job's synthetic set when no --data is given: held-out sets of 100 det images and 500
 # rec lines; the real-document set beside it is what the verdict is judged on.
@@ -65,7 +65,7 @@ def run_all(job: RunJob, run: RunDir, ui, deploy_to: str | None = None) -> dict:
         datasets = timed("data", lambda: job.datasets or main_datasets(run, job.quant.seed, ui.log))
         run.update_state(datasets=[str(p) for p in datasets])
         for task in job.tasks:
-            qjob = job.quant_job(task, datasets, os.cpu_count())
+            qjob = plan(job.quant_job(task, datasets))
             timed(f"quantize:{task}", lambda q=qjob: runner.quantize(q, run, progress=ui.progress(f"{job.quant.method.upper()} {q.task}"), log=None))
             timed(f"export:{task}", lambda t=task: runner.export(ExportJob(task=t, source=job.sources[t]), run))
         timed("convert", lambda: runner.convert(ConvertJob(targets=job.targets, sources=job.sources, tasks=job.tasks), run))

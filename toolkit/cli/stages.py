@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -37,17 +36,14 @@ def quantize(options: QuantOptions, run_dir: Path = RUN_DIR, tasks: str = TASKS,
              rec_o: List[str] = SOURCES["rec_o"], runner_name: str = RUNNER, as_json: bool = JSON):
     """Quantization-aware training (or PTQ) of det and/or rec."""
     from toolkit.jobs import QuantJob
-    from toolkit.stages.quantize.stage import check
+    from toolkit.stages.quantize.stage import plan
     from toolkit.tasks import parse_tasks
 
     ui = UI(as_json)
     ts = parse_tasks(tasks)
     with opened(run_dir, create=True) as run:
         srcs, found = sources(run, ts, det, rec, det_o, rec_o), datasets(run, data)
-        dist = options.distributed(os.cpu_count()) if options.method == "qat" else None
-        jobs = [QuantJob(task=t, source=srcs[t], datasets=found, options=options, dist=dist) for t in ts]
-        for job in jobs:
-            check(job)
+        jobs = [plan(QuantJob(task=t, source=srcs[t], datasets=found, options=options)) for t in ts]
         remember(run, srcs, found)
         out = {j.task: runner(runner_name, ui).quantize(j, run, progress=ui.progress(f"{options.method.upper()} {j.task}"), log=ui.log)
                for j in jobs}
@@ -169,7 +165,7 @@ def run_cmd(quant: QuantOptions, target: Optional[List[str]] = TARGETS, all_targ
     from toolkit.jobs import RunJob
     from toolkit.pipeline import run_all
     from toolkit.stages.deploy import check_spec
-    from toolkit.stages.quantize.stage import check
+    from toolkit.stages.quantize.stage import plan
     from toolkit.tasks import parse_tasks
 
     ui = UI(as_json)
@@ -180,7 +176,7 @@ def run_cmd(quant: QuantOptions, target: Optional[List[str]] = TARGETS, all_targ
         job = RunJob(targets=chosen, tasks=ts, sources=sources(run, ts, det, rec, det_o, rec_o),
                      datasets=datasets(run, data) if data else [], quant=quant, runner=runner_name)
         for task in ts:
-            check(job.quant_job(task, job.datasets))
+            plan(job.quant_job(task, job.datasets))
         remember(run, job.sources, job.datasets or None)
         report = run_all(job, run, ui, deploy_to=spec)
     lines = [metrics_table(report["metrics"])]

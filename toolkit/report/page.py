@@ -200,7 +200,7 @@ def sensitivity_section(run: RunDir, tasks: list[str]) -> str:
             naive = search.get("naive") or {}
             naive_txt = (_num(100 * (search["float_metric"] - naive["metric"])) if naive.get("metric") is not None
                          else f"more than {_num(search.get('pre_training_target_points'), '{:.1f}')} (certain after {naive.get('samples', '?')} samples)"
-                         if naive else "-")
+                         if naive else "not measured (no search before training)")
             why = {r["layer"]: r for r in ranking}
             layers = [f"{html.escape(n)} ({why[n]['weights']} weights, harm {why[n].get('harm_per_kb', 0):.3g}/kB)" if n in why else html.escape(n)
                       for n in search.get("float_layers") or []]

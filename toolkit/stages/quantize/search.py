@@ -147,7 +147,7 @@ def prepare(task_name: str, loaded, datasets: list[Path], settings: QuantSetting
     switch = QuantSwitch(loaded.model)
     train, _ = train_and_search(task_name, open_datasets(datasets), loaded.config, settings.search_samples, skip_bad)
     batches = task.training_batches(train, loaded.config, settings, seed)
-    calibrate(loaded.model, [batches(CALIB_STEP0 + i)["image"] for i in range(settings.calib_batches)])
+    calibrate(loaded.model, [batches(CALIB_STEP0 + i)["image"] for i in range(settings.calib_batches)], settings.activation_ranges, seed)
     forward = eager_forward(loaded.model, task)
     switch.drop_unused(lambda: search.outputs(forward, range(1)))
     switch.quantize_only(set())
@@ -162,18 +162,26 @@ def _extra(rows: list[dict], names: list[str]) -> dict:
 
 
 def before_training(loaded, settings: QuantSettings, job, log: Callable[[str], None] | None = None) -> dict:
-    """Keep float, one by one in ranking order, the layers that break the calibrated, fully
-    quantized model: QAT cannot train through a layer whose quantization wrecks the output. The
-    target before training is looser than the budget (`pre_training_factor` x budget, on the first
-    `pre_training_samples` samples): training recovers the rest, and the search after training
-    enforces the budget itself. Layers are ranked only when the fully quantized model misses."""
+    """The float model's metric on the search set (what the search after training measures the
+    drop against), and with `search_before_training` the float fallback on the calibrated model:
+    layers whose quantization wrecks it are kept float, one by one in ranking order, since QAT
+    cannot train through them. The target before training is looser than the budget
+    (`pre_training_factor` x budget, on the first `pre_training_samples` samples): training
+    recovers the rest, and the search after training enforces the budget itself."""
     t0 = time.monotonic()
+    info = {"budget_points": job.options.max_drop, "pre_training_target_points": float(job.options.max_drop) * settings.pre_training_factor,
+            "naive": None, "ranking": [], "float_layers": [], "history_before_training": []}
+    if not settings.search_before_training:
+        search = SearchSet.load(job.task, job.datasets, loaded.config, settings, job.options.skip_bad_labels)
+        loaded.model.eval()
+        return {**info, "search_samples": len(search.samples), "float_metric": round(search.metric(search.outputs(eager_forward(loaded.model, search.task))), 6),
+                "seconds_before_training": round(time.monotonic() - t0, 1)}
     work = copy.copy(loaded)
     work.model = copy.deepcopy(loaded.model)
     switch, forward, search, ref = prepare(job.task, work, job.datasets, settings, job.options.seed, job.options.skip_bad_labels)
     limit = settings.pre_training_samples or len(search.samples)
     float_metric, float_sub = search.metric(ref), search.metric(ref[:limit])
-    target = float(job.options.max_drop) * settings.pre_training_factor
+    target = info["pre_training_target_points"]
     switch.quantize_only(set(switch.layers))
     naive = search.within(forward, float_sub, target, limit)
     rows: list[dict] = []
@@ -181,9 +189,8 @@ def before_training(loaded, settings: QuantSettings, job, log: Callable[[str], N
     if not naive["ok"]:
         rows = rank_layers(forward, switch, search, ref, settings.probe_samples)
         res = fallback_search(forward, switch, search, [r["layer"] for r in rows], float_sub, target, settings.max_float_layers, limit, log)
-    return {"budget_points": job.options.max_drop, "search_samples": len(search.samples), "pre_training_samples": limit,
-            "float_metric": round(float_metric, 6), "naive": naive, "pre_training_target_points": target,
-            "ranking": rows, "float_layers": res["float_layers"], "history_before_training": res["history"],
+    return {**info, "search_samples": len(search.samples), "pre_training_samples": limit, "float_metric": round(float_metric, 6),
+            "naive": naive, "ranking": rows, "float_layers": res["float_layers"], "history_before_training": res["history"],
             "seconds_before_training": round(time.monotonic() - t0, 1)}
 
 

@@ -44,6 +44,7 @@ class QuantSettings(BaseModel):
     pre_training_samples: Optional[int] = Field(None, ge=1)
     calib_batches: int = Field(8, ge=1)
     max_float_layers: int = Field(3, ge=0)
+    search_before_training: bool = False   # keep layers that wreck the calibrated model float before QAT
     pre_training_factor: float = Field(3.0, gt=0)
     search_margin: float = Field(0.25, ge=0)
     # data-parallel (filled in by scale_for_world)

@@ -15,16 +15,22 @@ from toolkit.jobs import QuantJob
 from toolkit.rundir import RunDir
 
 
-def check(job: QuantJob) -> None:
-    """The job's settings are valid (config section, overrides, flags): checked before any work."""
+def plan(job: QuantJob) -> QuantJob:
+    """The job with its settings checked (config section, overrides, flags: before any work) and
+    its data-parallel plan: --nproc/--devices, else the config's Quant.nproc (`auto`: a rank per core)."""
+    import os
+
     from toolkit.stages.quantize.settings import settings_for
 
-    settings_for(job.task, job.source.load_config(), job.source.config, job.options)
+    settings = settings_for(job.task, job.source.load_config(), job.source.config, job.options)
+    if job.options.method != "qat" or job.dist is not None:
+        return job
+    return job.model_copy(update={"dist": job.options.distributed(os.cpu_count(), str(settings.nproc))})
 
 
 def quantize(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], None] | None = None,
              log: Callable[[str], None] | None = None) -> dict:
-    check(job)
+    plan(job)
     options = job.options.model_dump(exclude={"resume", "skip_bad_labels", "nproc", "devices", "nodes", "master"})
     options["skip_layer"] = job.options.skip_patterns(job.task)
     if job.options.method == "ptq":

@@ -21,7 +21,7 @@ from toolkit.jobs import QuantJob
 from toolkit.models.build import build_model
 from toolkit.rundir import RunDir, atomic_write_json, read_json
 from toolkit.stages.quantize import search as fallback
-from toolkit.stages.quantize.ops import freeze_norms, set_device, wrap_qat
+from toolkit.stages.quantize.ops import calibrate, freeze_norms, set_device, wrap_qat
 from toolkit.stages.quantize.settings import QuantSettings, scale_for_world, settings_for
 from toolkit.tasks import get_task
 
@@ -144,6 +144,9 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
     samples = task.training_batches(train, loaded.config, settings, job.options.seed)
     model = loaded.model
     _, skipped = wrap_qat(model, settings, settings.pact)
+    # Activation ranges from training data the schedule never draws (every rank computes the same ones).
+    calibrate(model, [samples(fallback.CALIB_STEP0 + i)["image"] for i in range(settings.calib_batches)],
+              settings.activation_ranges, job.options.seed)
     freeze_norms(model)
     trainable = [p for p in model.parameters() if not p.stop_gradient]
     opt = pd.optimizer.Adam(learning_rate=settings.learning_rate, parameters=trainable)

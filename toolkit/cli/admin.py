@@ -9,7 +9,6 @@ from typing import List, Optional
 import typer
 
 from toolkit.cli.app import JSON, TARGETS, UI, app, done_with_problems, emit, table, targets
-from toolkit.errors import ToolkitError
 
 targets_app = typer.Typer(no_args_is_help=True, help="Deployment targets (targets/*.yaml).")
 models_app = typer.Typer(no_args_is_help=True, help="Built-in models.")

@@ -10,7 +10,6 @@ import typer
 
 from toolkit.cli.app import DEFAULT_TARGET, JSON, RUN_DIR, UI, app, done_with_problems, emit, table
 from toolkit.cli.stages import opened
-from toolkit.errors import ToolkitError
 
 SSH = {
     "key": typer.Option(None, "--ssh-key", help="ssh: private key file (key authentication only; or TOOLKIT_SSH_KEY)."),

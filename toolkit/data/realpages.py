@@ -12,14 +12,11 @@ rendered ink agrees with them. Lines the text layer cannot vouch for stay on the
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import lzma
 import os
-import shutil
 import tarfile
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,7 +28,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from toolkit.digest import sha256_file
 from toolkit.errors import ToolkitError
+from toolkit.rundir import atomic_dir
 
 REAL_VERSION = 1  # bump when the output changes, so cached datasets are rebuilt
 NAME = "debian-manuals"
@@ -116,7 +115,7 @@ def fetch_deb(source: Source, cache_dir: Path) -> Path:
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / source.filename
-    if path.is_file() and _sha256_file(path) == source.sha256:
+    if path.is_file() and sha256_file(path) == source.sha256:
         return path
     import requests
 
@@ -132,7 +131,7 @@ def fetch_deb(source: Source, cache_dir: Path) -> Path:
         raise ToolkitError(f"cannot download {source.url}: {e}",
                            hint=f"check the network, or put {source.filename} (sha256 {source.sha256}) "
                                 f"into {cache_dir} yourself") from None
-    got = _sha256_file(tmp)
+    got = sha256_file(tmp)
     if got != source.sha256:
         tmp.unlink(missing_ok=True)
         raise ToolkitError(f"{source.url}: sha256 is {got}, expected {source.sha256}",
@@ -478,21 +477,8 @@ def build_real_pages(out_dir: Path, cache_dir: Path,
     for source in SOURCES:
         pdfs[source.package] = deb_member(fetch_deb(source, cache_dir), source.pdf)
         step()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:  # an interrupted build never leaves a half-written dataset
         summary = _build(tmp, params, sources, pdfs, step)
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "d")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 
@@ -518,7 +504,7 @@ def _params() -> dict:
                            f"{PYPDFIUM2_VERSION} (another pdfium draws other pixels)",
                            hint=f"pip install pypdfium2=={PYPDFIUM2_VERSION}")
     return {"version": REAL_VERSION, "renderer": f"pypdfium2 {PYPDFIUM_INFO} (pdfium {PDFIUM_INFO.build})",
-            "dictionary_sha256": _sha256_file(_dictionary_path()),
+            "dictionary_sha256": sha256_file(_dictionary_path()),
             "jpeg_quality": {"page": PAGE_QUALITY, "crop": CROP_QUALITY}}
 
 
@@ -579,7 +565,7 @@ def _build(root: Path, params: dict, sources: list[dict], pdfs: dict[str, bytes]
         "dropped_lines": dict(sorted(dropped.items())),
         "line_height_px": _spread(heights),  # transcribed line boxes; a rec crop adds 2-6 px each side
         "text_length": _spread([len(t) for t in texts]),
-        "sha256": {f: _sha256_file(root / f) for f in LABEL_FILES},
+        "sha256": {f: sha256_file(root / f) for f in LABEL_FILES},
     }
     (root / "dataset.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
@@ -629,15 +615,7 @@ def _existing_summary(out_dir: Path) -> dict | None:
     if not isinstance(summary, dict) or summary.get("kind") != "real":
         return None  # not ours (a synthetic set, say): never overwrite it
     try:
-        intact = all(_sha256_file(out_dir / f) == summary["sha256"][f] for f in LABEL_FILES)
+        intact = all(sha256_file(out_dir / f) == summary["sha256"][f] for f in LABEL_FILES)
     except (OSError, KeyError, TypeError):
         return {}
     return summary if intact else {}
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -8,12 +8,8 @@ drop after quantisation or conversion shows up clearly.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 import zlib
 from functools import lru_cache
 from importlib.util import find_spec
@@ -24,7 +20,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from toolkit.digest import sha256_file
 from toolkit.errors import ToolkitError
+from toolkit.rundir import atomic_dir
 
 SYNTH_VERSION = 3  # bump when the output changes, so cached datasets are rebuilt
 LABEL_FILES = ("det/train.txt", "det/eval.txt", "rec/train.txt", "rec/eval.txt")
@@ -107,7 +105,7 @@ def find_fonts() -> list[Path]:
     fonts = []
     for name, want in sorted(FONTS.items()):
         path = folder / name
-        got = _sha256(path) if path.is_file() else None
+        got = sha256_file(path) if path.is_file() else None
         if got != want:
             from importlib.metadata import PackageNotFoundError, version
 
@@ -384,21 +382,8 @@ def synth_dataset(out_dir: Path, det_train: int, det_eval: int, rec_train: int, 
     if out_dir.exists() and existing is None and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ToolkitError(f"{out_dir} exists and is not a synthetic dataset made by this toolkit",
                            hint="choose another output directory or remove this one")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:  # an interrupted build never leaves a half-written dataset
         summary = _build(tmp, params, [str(p) for p in fonts], records, progress)
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "d")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 
@@ -408,14 +393,10 @@ def _existing_summary(out_dir: Path) -> dict | None:
         return None
     try:
         summary = json.loads((out_dir / "dataset.json").read_text(encoding="utf-8"))
-        intact = all(_sha256(out_dir / f) == summary["sha256"][f] for f in LABEL_FILES)
+        intact = all(sha256_file(out_dir / f) == summary["sha256"][f] for f in LABEL_FILES)
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     return summary if intact else {}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _rngs(seed: int, stream: str, index: int) -> tuple[np.random.Generator, random.Random]:
@@ -465,7 +446,7 @@ def _build(root: Path, params: dict, fonts: list[str], records: list[dict], prog
         "fonts": records,
         "counts": {**{k: params[k] for k in ("det_train", "det_eval", "rec_train", "rec_eval")},
                    "det_boxes_train": boxes_per_split["train"], "det_boxes_eval": boxes_per_split["eval"]},
-        "sha256": {f: _sha256(root / f) for f in LABEL_FILES},
+        "sha256": {f: sha256_file(root / f) for f in LABEL_FILES},
     }
     (root / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from toolkit.runners.envs import find_python, toolkit_home
+from toolkit.digest import hash_json, sha256_bytes, sha256_file
 from toolkit.errors import ToolkitError
 from toolkit.share import docker_dir
 from toolkit.targets import Target
@@ -125,12 +126,12 @@ class ImageSpec:
                 f.resolve = None
 
     def inputs(self) -> dict:
-        return {"dockerfile": hashlib.sha256(self.dockerfile.read_bytes()).hexdigest(), "args": self.build_args,
+        return {"dockerfile": sha256_file(self.dockerfile), "args": self.build_args,
                 "files": {f.name: f.digest for f in self.files}, "base": self.base_id}
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.inputs(), sort_keys=True).encode()).hexdigest()[:12]
+        return hash_json(self.inputs())[:12]
 
     @property
     def tag(self) -> str:
@@ -165,19 +166,15 @@ def pin_runtime(item: str) -> tuple[str, str]:
     return name, sha.lower()
 
 
-def _sha_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _file(name: str, src: Path) -> ContextFile:
-    return ContextFile(name, _sha_bytes(src.read_bytes()), lambda d, s=src: shutil.copy2(s, d / name))
+    return ContextFile(name, sha256_bytes(src.read_bytes()), lambda d, s=src: shutil.copy2(s, d / name))
 
 
 def _bytes(name: str, data: bytes) -> ContextFile:
     def write(d: Path) -> None:
         (d / name).write_bytes(data)
 
-    return ContextFile(name, _sha_bytes(data), write)
+    return ContextFile(name, sha256_bytes(data), write)
 
 
 def _ca_file(opts: BuildOptions) -> ContextFile:
@@ -282,7 +279,7 @@ def converter_spec(opts: BuildOptions, target: Target) -> ImageSpec:
     if prefix is not None:
         exe = prefix / "bin" / f"python{lite.python}"
         lib = next(iter(sorted((prefix / "lib").glob(f"libpython{lite.python}*.so*"))), None)
-        ident = _sha_bytes(exe.read_bytes() + (lib.read_bytes() if lib else b""))
+        ident = sha256_bytes(exe.read_bytes() + (lib.read_bytes() if lib else b""))
         args.update(PYTHON_FROM="prebuilt")
         files.append(ContextFile("python.tar.gz", ident, _pack_python(prefix)))
     elif opts.python37_sha256:
@@ -313,14 +310,6 @@ def _read_lock() -> dict[str, str]:
         raise ToolkitError(f"{lock_path()} is not valid JSON", hint="fix or delete it (deleting it re-records every unpinned download)") from None
 
 
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch(url: str, sha256: str | None, what: str, log: Log = print) -> tuple[Path, str]:
     """A checked local copy of `url` (cached under TOOLKIT_HOME/downloads) and its sha256.
 
@@ -332,7 +321,7 @@ def fetch(url: str, sha256: str | None, what: str, log: Log = print) -> tuple[Pa
     name = url.rsplit("/", 1)[-1].split("?")[0] or "download"
     cache = toolkit_home() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16]
     path = cache / name
-    if expected and path.exists() and _sha_file(path) == expected:
+    if expected and path.exists() and sha256_file(path) == expected:
         return path, expected
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".part")
@@ -346,7 +335,7 @@ def fetch(url: str, sha256: str | None, what: str, log: Log = print) -> tuple[Pa
         tmp.unlink(missing_ok=True)
         raise ToolkitError(f"cannot download {what} from {url}: {str(exc)[:200]}",
                            hint="check the network (a proxy: HTTPS_PROXY; its CA: SSL_CERT_FILE), or put the file at " + str(path)) from None
-    got = _sha_file(tmp)
+    got = sha256_file(tmp)
     if expected and got != expected:
         tmp.unlink()
         source = "pinned in the target file" if sha256 else f"recorded in {lock_path()} on its first download"

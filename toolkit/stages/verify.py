@@ -26,7 +26,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 from toolkit.errors import ToolkitError

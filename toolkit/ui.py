@@ -22,18 +22,19 @@ class UI:
         """A tqdm bar on a terminal; in logs (CI), a line at every quarter of the work with the time left."""
         from tqdm import tqdm
 
-        state: dict = {"t0": time.monotonic()}
+        state: dict = {}
         tty = sys.stderr.isatty()
 
         def update(done: int, total: int, loss: float | None = None) -> None:
             if self.quiet:
                 return
+            now = time.monotonic()
+            start = state.setdefault("start", (now, done))  # the first report: the rate counts from here
             if not tty:
                 if done == total or done % max(1, total // 4) == 0:
-                    spent = time.monotonic() - state["t0"]
-                    eta = spent / max(done - state.setdefault("first", done - 1), 1) * (total - done)
+                    rate = (now - start[0]) / (done - start[1]) if done > start[1] else None
                     self.log(f"{desc}: {done}/{total}" + (f" loss {loss:.4f}" if loss is not None else "")
-                             + f", {spent:.0f}s, about {eta:.0f}s left")
+                             + (f", about {rate * (total - done):.0f}s left" if rate and done < total else ""))
                 return
             if "bar" not in state:
                 state["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, initial=done - 1, leave=True, mininterval=1.0)

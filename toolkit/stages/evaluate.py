@@ -28,6 +28,7 @@ from toolkit.rundir import RunDir, atomic_write_json
 from toolkit.tasks import get_task
 
 X86_TOLERANCE = 1e-4
+MKLDNN_SHAPES = 8
 PRECISIONS = ("float", "quant")
 
 
@@ -46,6 +47,9 @@ def predictor(model_dir: Path, int8: bool = False, threads: int = 0, optimize: b
     if optimize:
         cfg.switch_ir_optim(True)
         cfg.enable_mkldnn()
+        # oneDNN caches kernels per input shape; lines of a hundred widths would hold them all (24 GB
+        # on the real-page set, killed by the OOM killer): keep the most recent few.
+        cfg.set_mkldnn_cache_capacity(MKLDNN_SHAPES)
         if int8:
             cfg.enable_mkldnn_int8()
         cfg.delete_pass("self_attention_fuse_pass")  # illegal instruction on some x86 CPUs (rec's attention)

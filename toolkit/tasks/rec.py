@@ -66,10 +66,18 @@ class RecTask(Task):
         return rec_input(img, resized, self.shape(cfg)[0], pad_to or padded)
 
     def groups(self, samples: Sequence, cfg: dict, batch_size: int = 32) -> list[list[int]]:
+        """Lines of one padded width together; wide lines in smaller batches, so that every batch
+        holds about as many pixels as `batch_size` lines of the least width (memory stays flat:
+        Paddle's allocator keeps each batch's peak)."""
         by_width: dict[int, list[int]] = {}
         for i, s in enumerate(samples):
             by_width.setdefault(self.widths(read_image(s.image), cfg)[1], []).append(i)
-        return [idx[b:b + batch_size] for _, idx in sorted(by_width.items()) for b in range(0, len(idx), batch_size)]
+        least = self.shape(cfg)[1]
+        out = []
+        for width, idx in sorted(by_width.items()):
+            n = max(1, batch_size * least // width)
+            out += [idx[b:b + n] for b in range(0, len(idx), n)]
+        return out
 
     def batch(self, samples: Sequence, index: list[int], cfg: dict) -> Batch:
         images = [read_image(samples[i].image) for i in index]

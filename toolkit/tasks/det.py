@@ -94,12 +94,18 @@ class DetTask(Task):
         loss = cfg.get("Loss") or {}
         cache: dict[int, tuple] = {}
 
+        ev = self._eval(cfg)
+
         def item(i: int, rng: np.random.Generator) -> tuple:
             if i not in cache:
-                img = read_image(samples[i].image)
-                gt, mask = shrink_maps(img.shape[:2], samples[i], float(loss.get("shrink_ratio", 0.4)), int(loss.get("min_text_size", 8)))
-                cache[i] = (img, gt, mask)
-            img, gt, mask = cache[i]
+                # At the scale inference sees it (DetResizeForTest): a page scanned at 300 DPI is shrunk
+                # to 960 pixels, and its ranges and training must be those of that small text.
+                img, (_, _, ry, rx) = det_resize(read_image(samples[i].image), int(ev.get("limit_side_len", 960)), ev.get("limit_type", "max"))
+                scaled = DetSample(samples[i].image, [np.asarray(p) * np.array([rx, ry], dtype="float32") for p in samples[i].polys],
+                                   samples[i].ignore)
+                gt, mask = shrink_maps(img.shape[:2], scaled, float(loss.get("shrink_ratio", 0.4)), int(loss.get("min_text_size", 8)))
+                cache[i] = (img, gt, mask, scaled.polys)
+            img, gt, mask, polys = cache[i]
             h, w = img.shape[:2]
             if h < crop or w < crop:  # small image: pad up to the crop
                 ph, pw = max(crop - h, 0), max(crop - w, 0)
@@ -108,7 +114,6 @@ class DetTask(Task):
                 mask = np.pad(mask, ((0, ph), (0, pw)))
                 h, w = img.shape[:2]
             # Centre the crop on a random text region so batches are not mostly background.
-            polys = samples[i].polys
             if polys:
                 cx, cy = np.asarray(polys[int(rng.integers(len(polys)))]).mean(axis=0)
             else:

@@ -8,7 +8,6 @@ import, so its directory goes on sys.path.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from functools import lru_cache
@@ -19,14 +18,23 @@ from toolkit.errors import ToolkitError
 
 @lru_cache(maxsize=None)
 def ppocr_root() -> Path:
-    """Directory that contains the `ppocr` package (PaddleOCR's training code)."""
-    spec = importlib.util.find_spec("unstructured_paddleocr")
-    if spec is None or not spec.submodule_search_locations:
+    """Directory that contains the `ppocr` package (PaddleOCR's training code).
+
+    Found through the distribution's file list, not the import system: once this directory is on
+    sys.path its inner `unstructured_paddleocr.py` shadows the package for `find_spec`."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("unstructured-paddleocr")
+    except PackageNotFoundError:
+        dist = None
+    root = Path(dist.locate_file("unstructured_paddleocr")) if dist else None
+    if root is None or not (root / "ppocr").is_dir():
         raise ToolkitError(
             "PaddleOCR training code (ppocr) is not installed",
             hint="install the trainer environment: `make setup` (or pip install --no-deps unstructured-paddleocr==2.10.0)",
         )
-    return Path(list(spec.submodule_search_locations)[0])
+    return root
 
 
 @lru_cache(maxsize=None)

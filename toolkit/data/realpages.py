@@ -20,7 +20,6 @@ import tarfile
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable
 
@@ -201,11 +200,9 @@ def dictionary() -> frozenset[str]:
 
 
 def _dictionary_path() -> Path:
-    spec = find_spec("unstructured_paddleocr")
-    if spec is None or not spec.submodule_search_locations:
-        raise ToolkitError("the recogniser's dictionary is missing: unstructured_paddleocr is not installed",
-                           hint="pip install --no-deps unstructured-paddleocr==2.10.0 (`make setup` does)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "ppocr/utils/ppocr_keys_v1.txt"
+    from toolkit.engine import ppocr_root
+
+    path = ppocr_root() / "ppocr/utils/ppocr_keys_v1.txt"
     if not path.is_file():
         raise ToolkitError(f"the recogniser's dictionary is missing: {path}",
                            hint="reinstall unstructured-paddleocr==2.10.0 with --no-deps")

@@ -79,8 +79,9 @@ def prepare_for_lite(model_dir: Path) -> int:
     return len(folded)
 
 
-def save_float(loaded: LoadedModel, out_dir: Path) -> Path:
-    """paddle.jit.save the float dygraph model into `out_dir` atomically."""
+def save_float(loaded: LoadedModel, out_dir: Path, for_lite: bool = True) -> Path:
+    """paddle.jit.save the float dygraph model into `out_dir` atomically; `for_lite=False` keeps the
+    program as Paddle wrote it (Paddle's own quantization passes read the attributes Lite does not)."""
     from toolkit.engine import paddle
 
     pd = paddle()
@@ -88,7 +89,8 @@ def save_float(loaded: LoadedModel, out_dir: Path) -> Path:
     static = pd.jit.to_static(loaded.model, input_spec=get_task(loaded.task).input_spec(loaded.config), full_graph=True)
     with atomic_dir(out_dir) as tmp:
         pd.jit.save(static, str(tmp / "inference"))
-        prepare_for_lite(tmp)
+        if for_lite:
+            prepare_for_lite(tmp)
     return out_dir
 
 

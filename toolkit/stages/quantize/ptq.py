@@ -49,7 +49,7 @@ def run_ptq(job: QuantJob, run: RunDir) -> dict:
     skip_tensors = [lyr.weight.name for name, lyr in loaded.model.named_sublayers()
                     if name in skipped and getattr(lyr, "weight", None) is not None]
     float_in = run.ptq_float_input(job.task)
-    save_float(loaded, float_in)
+    save_float(loaded, float_in, for_lite=False)  # export prepares the PTQ result for Lite
     train, _ = train_and_search(job.task, open_datasets(job.datasets), loaded.config, 0, job.options.skip_bad_labels)
     calib = task.calibration_inputs(train, loaded.config, CALIBRATION_SAMPLES, job.options.seed)
 

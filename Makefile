@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/python -m pytest -q -ra
 
 bench: setup
-	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench.py --run-dir runs/bench --e2e
 
 clean:
 	rm -rf $(VENV) runs

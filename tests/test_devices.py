@@ -136,21 +136,16 @@ def test_push_skip_smoke_benchmark_report(tmp_path, runner, adb_server, make_dev
     assert p.returncode == 0 and res["devices"][0]["sent"] == 0, p.stderr
 
 
-def test_abi_mismatch_refused(tmp_path, runner, adb_server, make_device):
-    dev = make_device(abi="armeabi-v7a", abilist=["armeabi-v7a", "armeabi"])
+@pytest.mark.parametrize("device, expected", [
+    ({"abi": "armeabi-v7a", "abilist": ["armeabi-v7a", "armeabi"]}, ("ABI armeabi-v7a", "android-arm64 needs one of arm64-v8a")),
+    ({"free_kb": 64}, ("0.1 MB free", "free space on the device")),
+], ids=["abi-mismatch", "not-enough-space"])
+def test_checks_refuse_before_anything_is_sent(tmp_path, runner, adb_server, make_device, device, expected):
+    dev = make_device(**device)
     run = tmp_path / "run"
     make_bundle(run, "android-arm64", runner)
     p = tk(adb_server, "deploy", "--run-dir", run, "--serial", dev.serial)
-    assert_clean_failure(p, "ABI armeabi-v7a", "android-arm64 needs one of arm64-v8a")
-    assert not dev.host_path(ROOT).exists()
-
-
-def test_not_enough_space_refused(tmp_path, runner, adb_server, make_device):
-    dev = make_device(free_kb=64)
-    run = tmp_path / "run"
-    make_bundle(run, "android-arm64", runner)
-    p = tk(adb_server, "deploy", "--run-dir", run, "--serial", dev.serial)
-    assert_clean_failure(p, "0.1 MB free", "free space on the device")
+    assert_clean_failure(p, *expected)
     assert not dev.host_path(ROOT).exists()
 
 

@@ -75,7 +75,7 @@ def engine(timeout: int = 600):
         reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
         raise ToolkitError(f"no Docker engine is reachable at {where} ({reason})",
                            hint="start the engine (`sudo systemctl start docker`, or `dockerd &` as root; Debian: apt-get install docker.io), "
-                                "set DOCKER_HOST, or use --runner local") from None
+                                "or set DOCKER_HOST; the stages themselves run without Docker (`--runner local`)") from None
 
 
 def engine_answers() -> bool:

@@ -20,6 +20,7 @@ from PIL import Image
 from toolkit.data import realpages
 from toolkit.data.labels import read_det_labels, read_rec_labels
 from toolkit.data.realpages import SOURCES, build_real_pages, deb_member, fetch_deb, spell
+from toolkit.data.stored import stored_summary
 from toolkit.errors import ToolkitError
 
 FILES = ("det/train.txt", "det/eval.txt", "rec/train.txt", "rec/eval.txt")
@@ -139,9 +140,9 @@ def test_damaged_dataset_is_not_reused(made, tmp_path):
     out, summary, _ = made
     copy = tmp_path / "data"
     shutil.copytree(out, copy)
-    assert realpages._existing_summary(copy) == summary
+    assert stored_summary(copy, lambda s: s.get("kind") == "real") == summary
     (copy / "rec/eval.txt").write_text("edited\n")
-    assert realpages._existing_summary(copy) == {}  # ours but damaged: rebuilt in place
+    assert stored_summary(copy, lambda s: s.get("kind") == "real") == {}  # ours but damaged: rebuilt in place
 
 
 def test_corrupt_cached_download_is_fetched_again(made, cache, tmp_path):

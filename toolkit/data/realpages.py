@@ -29,11 +29,11 @@ from PIL import Image
 
 from toolkit.digest import sha256_file
 from toolkit.errors import ToolkitError
+from toolkit.data.stored import label_hashes, reuse_or_claim
 from toolkit.rundir import atomic_dir
 
 REAL_VERSION = 1  # bump when the output changes, so cached datasets are rebuilt
 NAME = "debian-manuals"
-LABEL_FILES = ("det/train.txt", "det/eval.txt", "rec/train.txt", "rec/eval.txt")
 POOL = "https://deb.debian.org/debian/pool/main/"
 PYPDFIUM2_VERSION = "5.15.2"  # the renderer is part of the data: another pdfium draws other pixels
 IGNORE = "###"
@@ -461,14 +461,10 @@ def build_real_pages(out_dir: Path, cache_dir: Path,
     params = _params()
     sources = [s.record() for s in SOURCES]
     total = len(SOURCES) + sum(len(s.pages()) for s in SOURCES)
-    existing = _existing_summary(out_dir)
-    if existing and existing.get("params") == params and existing.get("sources") == sources:
-        if progress:
-            progress(total, total)
+    existing = reuse_or_claim(out_dir, "a real-page dataset", lambda s: s.get("kind") == "real",
+                              lambda s: s.get("params") == params and s.get("sources") == sources, total, progress)
+    if existing:
         return existing
-    if out_dir.exists() and existing is None and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ToolkitError(f"{out_dir} exists and is not a real-page dataset made by this toolkit",
-                           hint="choose another output directory or remove this one")
     step = _Progress(progress, total)
     pdfs = {}
     for source in SOURCES:
@@ -562,7 +558,7 @@ def _build(root: Path, params: dict, sources: list[dict], pdfs: dict[str, bytes]
         "dropped_lines": dict(sorted(dropped.items())),
         "line_height_px": _spread(heights),  # transcribed line boxes; a rec crop adds 2-6 px each side
         "text_length": _spread([len(t) for t in texts]),
-        "sha256": {f: sha256_file(root / f) for f in LABEL_FILES},
+        "sha256": label_hashes(root),
     }
     (root / "dataset.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
@@ -601,18 +597,3 @@ def _save(rgb: np.ndarray, path: Path, quality: int) -> None:
 def _write_lines(path: Path, lines: list[str]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.writelines(line + "\n" for line in lines)
-
-
-def _existing_summary(out_dir: Path) -> dict | None:
-    """The stored summary if out_dir holds an intact dataset ({} if ours but damaged, None if not ours)."""
-    try:
-        summary = json.loads((out_dir / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {} if (out_dir / "dataset.json").is_file() else None
-    if not isinstance(summary, dict) or summary.get("kind") != "real":
-        return None  # not ours (a synthetic set, say): never overwrite it
-    try:
-        intact = all(sha256_file(out_dir / f) == summary["sha256"][f] for f in LABEL_FILES)
-    except (OSError, KeyError, TypeError):
-        return {}
-    return summary if intact else {}

@@ -22,10 +22,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from toolkit.digest import sha256_file
 from toolkit.errors import ToolkitError
+from toolkit.data.stored import label_hashes, reuse_or_claim
 from toolkit.rundir import atomic_dir
 
 SYNTH_VERSION = 3  # bump when the output changes, so cached datasets are rebuilt
-LABEL_FILES = ("det/train.txt", "det/eval.txt", "rec/train.txt", "rec/eval.txt")
 
 WORDS = """
 the and for you with this that from your are all new not our can will more one two three
@@ -374,29 +374,13 @@ def synth_dataset(out_dir: Path, det_train: int, det_eval: int, rec_train: int, 
     fonts = find_fonts()
     records = [{"file": p.name, "sha256": FONTS[p.name]} for p in fonts]  # dataset.json: no machine paths
     total = sum(counts.values())
-    existing = _existing_summary(out_dir)
-    if existing and existing.get("params") == params and existing.get("fonts") == records:
-        if progress:
-            progress(total, total)
+    existing = reuse_or_claim(out_dir, "a synthetic dataset", lambda s: "fonts" in s,
+                              lambda s: s.get("params") == params and s.get("fonts") == records, total, progress)
+    if existing:
         return existing
-    if out_dir.exists() and existing is None and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ToolkitError(f"{out_dir} exists and is not a synthetic dataset made by this toolkit",
-                           hint="choose another output directory or remove this one")
     with atomic_dir(out_dir) as tmp:  # an interrupted build never leaves a half-written dataset
         summary = _build(tmp, params, [str(p) for p in fonts], records, progress)
     return summary
-
-
-def _existing_summary(out_dir: Path) -> dict | None:
-    """The stored summary if out_dir holds an intact dataset ({} if ours but damaged, None if not ours)."""
-    if not (out_dir / "dataset.json").is_file():
-        return None
-    try:
-        summary = json.loads((out_dir / "dataset.json").read_text(encoding="utf-8"))
-        intact = all(sha256_file(out_dir / f) == summary["sha256"][f] for f in LABEL_FILES)
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    return summary if intact else {}
 
 
 def _rngs(seed: int, stream: str, index: int) -> tuple[np.random.Generator, random.Random]:
@@ -446,7 +430,7 @@ def _build(root: Path, params: dict, fonts: list[str], records: list[dict], prog
         "fonts": records,
         "counts": {**{k: params[k] for k in ("det_train", "det_eval", "rec_train", "rec_eval")},
                    "det_boxes_train": boxes_per_split["train"], "det_boxes_eval": boxes_per_split["eval"]},
-        "sha256": {f: sha256_file(root / f) for f in LABEL_FILES},
+        "sha256": label_hashes(root),
     }
     (root / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

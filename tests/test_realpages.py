@@ -140,9 +140,9 @@ def test_damaged_dataset_is_not_reused(made, tmp_path):
     out, summary, _ = made
     copy = tmp_path / "data"
     shutil.copytree(out, copy)
-    assert stored_summary(copy, lambda s: s.get("kind") == "real") == summary
+    assert stored_summary(copy, "real") == summary
     (copy / "rec/eval.txt").write_text("edited\n")
-    assert stored_summary(copy, lambda s: s.get("kind") == "real") == {}  # ours but damaged: rebuilt in place
+    assert stored_summary(copy, "real") == {}  # ours but damaged: rebuilt in place
 
 
 def test_corrupt_cached_download_is_fetched_again(made, cache, tmp_path):

@@ -304,7 +304,7 @@ def load_target(path: Path) -> Target:
     except OSError as e:
         raise ToolkitError(f"{where}: cannot read target file: {e.strerror or e}", hint="check the path") from None
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        line = e.object[:e.start].count(b"\n") + 1
         raise ToolkitError(f"{where}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
                            hint="save the target file as UTF-8") from None
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from toolkit.data.images import decodes
+from toolkit.data.stored import dataset_kind
 from toolkit.digest import fingerprint as fingerprint_paths
 from toolkit.errors import ToolkitError
 from toolkit.tasks import get_task
@@ -52,8 +53,7 @@ def open_dataset(path: Path) -> Dataset:
             meta = json.loads((path / "dataset.json").read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
             meta = {}
-    kind = meta.get("kind") or ("synthetic" if "fonts" in meta else "unknown")
-    return Dataset(path.resolve(), str(meta.get("name") or path.name), str(kind))
+    return Dataset(path.resolve(), str(meta.get("name") or path.name), str(dataset_kind(meta)))
 
 
 def open_datasets(paths: Sequence[Path]) -> list[Dataset]:

@@ -461,7 +461,7 @@ def build_real_pages(out_dir: Path, cache_dir: Path,
     params = _params()
     sources = [s.record() for s in SOURCES]
     total = len(SOURCES) + sum(len(s.pages()) for s in SOURCES)
-    existing = reuse_or_claim(out_dir, "a real-page dataset", lambda s: s.get("kind") == "real",
+    existing = reuse_or_claim(out_dir, "real", "a real-page dataset",
                               lambda s: s.get("params") == params and s.get("sources") == sources, total, progress)
     if existing:
         return existing

@@ -17,8 +17,14 @@ def label_hashes(root: Path) -> dict[str, str]:
     return {f: sha256_file(root / f) for f in LABEL_FILES}
 
 
-def stored_summary(out_dir: Path, is_ours: Callable[[dict], bool]) -> dict | None:
-    """The stored dataset.json if out_dir holds an intact dataset of this builder ({} if ours but
+def dataset_kind(summary: dict) -> str:
+    """What dataset.json says the set is: its `kind`, else "synthetic" for the synthesiser's sets
+    (known by their fonts; they predate the field), else "unknown"."""
+    return summary.get("kind") or ("synthetic" if "fonts" in summary else "unknown")
+
+
+def stored_summary(out_dir: Path, kind: str) -> dict | None:
+    """The stored dataset.json if out_dir holds an intact dataset of this kind ({} if ours but
     damaged, None if not ours)."""
     path = out_dir / "dataset.json"
     if not path.is_file():
@@ -27,7 +33,7 @@ def stored_summary(out_dir: Path, is_ours: Callable[[dict], bool]) -> dict | Non
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if not isinstance(summary, dict) or not is_ours(summary):
+    if not isinstance(summary, dict) or dataset_kind(summary) != kind:
         return None  # another builder's set (or a user's folder): never overwrite it
     try:
         intact = label_hashes(out_dir) == summary["sha256"]
@@ -36,11 +42,11 @@ def stored_summary(out_dir: Path, is_ours: Callable[[dict], bool]) -> dict | Non
     return summary if intact else {}
 
 
-def reuse_or_claim(out_dir: Path, what: str, is_ours: Callable[[dict], bool], same_inputs: Callable[[dict], bool],
+def reuse_or_claim(out_dir: Path, kind: str, what: str, same_inputs: Callable[[dict], bool],
                    total: int, progress: Callable[[int, int], None] | None) -> dict | None:
     """The dataset already in out_dir when it was built from the same inputs; None when it is to be
     (re)built there. A non-empty directory that is not one of this builder's sets is refused."""
-    existing = stored_summary(out_dir, is_ours)
+    existing = stored_summary(out_dir, kind)
     if existing and same_inputs(existing):
         if progress:
             progress(total, total)

@@ -374,7 +374,7 @@ def synth_dataset(out_dir: Path, det_train: int, det_eval: int, rec_train: int, 
     fonts = find_fonts()
     records = [{"file": p.name, "sha256": FONTS[p.name]} for p in fonts]  # dataset.json: no machine paths
     total = sum(counts.values())
-    existing = reuse_or_claim(out_dir, "a synthetic dataset", lambda s: "fonts" in s,
+    existing = reuse_or_claim(out_dir, "synthetic", "a synthetic dataset",
                               lambda s: s.get("params") == params and s.get("fonts") == records, total, progress)
     if existing:
         return existing

@@ -164,3 +164,15 @@ def test_flags_make_the_launch_command(tmp_path, monkeypatch):
     assert s.learning_rate == pytest.approx(4 * base.learning_rate)
     with pytest.raises(ToolkitError, match="does not split evenly"):
         scale_for_world(settings_for("det", src.load_config(), src.config, QuantOptions(batch_size=6)), QuantOptions(batch_size=6), 4, "det")
+
+
+def test_a_rank_that_lost_its_peer_is_told_apart_from_its_own_errors():
+    """A rank whose collective failed because a peer died waits before exiting (so that the launcher
+    names the dead peer); only such failures may take that path. The first message is the one CI
+    saw when rank 0 was reported instead of the SIGKILLed rank 1."""
+    from toolkit.stages.quantize.distributed import _PEER_LOST
+
+    assert _PEER_LOST.search("[/paddle/third_party/gloo/gloo/transport/tcp/pair.cc:587] TIMEOUT self_rank = 0 pair_rank = 1")
+    assert _PEER_LOST.search("Connection reset by peer")
+    assert not _PEER_LOST.search("(InvalidArgument) The shape of input[0] and input[1] is expected to be equal.")
+    assert not _PEER_LOST.search("Out of memory error on CPU")

@@ -214,7 +214,21 @@ def worker(run_dir: str, name: str) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr, flush=True)
         return 2
+    except (RuntimeError, OSError) as exc:
+        if not _PEER_LOST.search(str(exc)):
+            raise
+        # A collective failed because a peer went away. Stay alive a little so that the launcher,
+        # which polls its ranks each second and reports the first failed one, names the peer that
+        # died (and its signal) rather than this rank, which only followed it.
+        print(f"error: a collective operation failed: another rank stopped ({str(exc).strip().splitlines()[-1][:200]})",
+              file=sys.stderr, flush=True)
+        time.sleep(PEER_GRACE_S)
+        return 3
     return 0
+
+
+_PEER_LOST = re.compile(r"gloo|pair\.cc|Connection (?:closed|reset)|TIMEOUT|NCCL", re.I)
+PEER_GRACE_S = 10
 
 
 if __name__ == "__main__":

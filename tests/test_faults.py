@@ -247,3 +247,20 @@ def test_ctrl_c_says_how_to_continue_and_resume_logs_each_step_once(small_data, 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     steps = [json.loads(line)["step"] for line in (run / "quant" / "det" / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4], steps
+
+
+@pytest.mark.slow
+def test_side_by_side_training_a_failed_task_keeps_the_others_work(small_data, tmp_path):
+    """`toolkit run` trains det and rec at once, each in a child process (this machine has 2 cores).
+    det's training images are broken: the run fails with det's own clear message, and rec, which
+    was fine, was trained, exported and recorded, so the next run does not redo it."""
+    data = _bad_dataset(small_data, tmp_path)
+    run = tmp_path / "run"
+    proc = toolkit("run", "--run-dir", run, "--data", data, "--steps", "1", "--no-search", "--max-drop", "100")
+    assert_fault(proc, "3 image(s)", "det/train.txt:1:", "--skip-bad-labels")
+    assert "side by side" in proc.stderr and "rec: failed" not in proc.stderr, proc.stderr[-3000:]
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert {"quantize:rec", "export:rec"} <= set(stages) and "quantize:det" not in stages, stages.keys()
+    assert (run / "jobs" / "quantize-rec.log").exists() and (run / "quant" / "rec" / "model" / "inference.pdmodel").exists()
+    steps = [json.loads(ln)["step"] for ln in (run / "quant" / "rec" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1]

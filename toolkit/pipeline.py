@@ -8,7 +8,9 @@ also when a stage fails.
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
@@ -46,6 +48,50 @@ def _all_skipped(result) -> bool:
     return all(_all_skipped(v) for v in result.values())
 
 
+def train_and_export(job: RunJob, run: RunDir, runner, datasets: list[Path], ui, timed) -> None:
+    """quantize then export, for each task. With the local runner, more than one task, a core for
+    each and no data-parallel job, each task's pair runs in a child process of its own with its
+    share of the cores: eager Paddle keeps about one core busy, so det trains while rec does
+    (same results as one after the other). A task that fails does not stop the others, whose
+    work is kept; the first failure is raised when all have ended."""
+    from toolkit.stages.quantize.train import TrainLogFollower
+
+    jobs = {task: plan(job.quant_job(task, datasets)) for task in job.tasks}
+    cores = os.cpu_count() or 1
+    export_job = lambda t: ExportJob(task=t, source=job.sources[t])  # noqa: E731
+    if not hasattr(runner, "in_child") or len(jobs) < 2 or cores < 2 or any(q.dist for q in jobs.values()):
+        for task, q in jobs.items():
+            timed(f"quantize:{task}", lambda q=q: runner.quantize(q, run, progress=ui.progress(f"{job.quant.method.upper()} {q.task}"), log=None))
+            timed(f"export:{task}", lambda t=task: runner.export(export_job(t), run))
+        return
+    threads = max(1, cores // len(jobs))
+    ui.log(f"quantize+export: {', '.join(jobs)} side by side, a process each with {threads} thread(s); their output in {run.job_log('*').parent}")
+    followers = [TrainLogFollower(q, run, ui.progress(f"QAT {t}")) for t, q in jobs.items() if q.options.method == "qat"]
+
+    def pair(task: str, q) -> None:
+        try:
+            timed(f"quantize:{task}", lambda: runner.in_child("quantize", q, run, threads))
+            timed(f"export:{task}", lambda: runner.in_child("export", export_job(task), run, threads))
+        except ToolkitError as exc:
+            ui.log(f"{task}: failed ({exc.message.splitlines()[0]}); the other tasks go on")
+            raise
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(pair, t, q) for t, q in jobs.items()]
+        try:
+            while not all(f.done() for f in futures):
+                for f in followers:
+                    f.poll()
+                time.sleep(0.5)
+        except BaseException:
+            runner.stop_children()
+            raise
+    for f in followers:
+        f.poll()
+    for f in futures:
+        f.result()
+
+
 def run_all(job: RunJob, run: RunDir, ui, deploy_to: str | None = None) -> dict:
     """All stages; returns report.json's content."""
     t0 = time.monotonic()
@@ -64,10 +110,7 @@ def run_all(job: RunJob, run: RunDir, ui, deploy_to: str | None = None) -> dict:
         runner = get_runner(job.runner, ui.log)
         datasets = timed("data", lambda: job.datasets or main_datasets(run, job.quant.seed, ui.log))
         run.update_state(datasets=[str(p) for p in datasets])
-        for task in job.tasks:
-            qjob = plan(job.quant_job(task, datasets))
-            timed(f"quantize:{task}", lambda q=qjob: runner.quantize(q, run, progress=ui.progress(f"{job.quant.method.upper()} {q.task}"), log=None))
-            timed(f"export:{task}", lambda t=task: runner.export(ExportJob(task=t, source=job.sources[t]), run))
+        train_and_export(job, run, runner, datasets, ui, timed)
         timed("convert", lambda: runner.convert(ConvertJob(targets=job.targets, sources=job.sources, tasks=job.tasks), run))
         timed("evaluate", lambda: runner.evaluate(EvalJob(sources=job.sources, datasets=datasets, tasks=job.tasks, max_drop=job.quant.max_drop,
                                                           skip_bad_labels=job.quant.skip_bad_labels), run, ui.log))

@@ -11,7 +11,7 @@ RUN/
   analyze/<task>/          sensitivity.json (toolkit analyze)
   bundle/<target>/         exactly what goes to the device, with its manifest.json
   deploy/<target>/         one record per device (+ the runner's outputs)
-  jobs/                    job.json / result.json of stages run in containers
+  jobs/                    job.json / result.json (and .log) of stages run in containers or child processes
   report.json, report.html
 
 Every path is built here and nowhere else. A stage is skipped when the manifest holds the same
@@ -208,6 +208,10 @@ class RunDir:
         """job.json and result.json of a stage run in another process (container, rank)."""
         d = self.root / "jobs"
         return d / f"{name}.job.json", d / f"{name}.result.json"
+
+    def job_log(self, name: str) -> Path:
+        """What a stage run in a child process printed (progress, warnings)."""
+        return self.root / "jobs" / f"{name}.log"
 
     def report_path(self) -> Path:
         return self.root / "report.json"

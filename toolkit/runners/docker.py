@@ -17,7 +17,6 @@ The Docker runner:
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import sys
@@ -26,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from toolkit.errors import ToolkitError
-from toolkit.rundir import atomic_write_json
 from toolkit.runners import envs
+from toolkit.runners.jobfiles import read_result, write_job
 from toolkit.share import PACKAGE as PKG_DIR
 
 Log = Callable[[str], None]
@@ -172,23 +171,14 @@ class DockerRunner:
         log = log or self.log
         devices = gpu_requests(self.client, gpu)  # GPUs asked for but absent: say so before any image work
         image = self.image("trainer", "gpu" if gpu else "cpu")
-        name = f"{stage}-{getattr(job, 'task', 'all')}"
-        job_file, result_file = run.job_files(name)
-        atomic_write_json(job_file, {"stage": stage, "job": json.loads(job.model_dump_json())})
-        result_file.unlink(missing_ok=True)
+        name, result_file = write_job(run, stage, job)
         ro = _code_mounts() + [Path(p) if Path(p).is_dir() else Path(p).parent for p in paths if not str(p).startswith(sys.prefix)]
         env = {k: os.environ[k] for k in ("TOOLKIT_TARGETS_DIR", "TOOLKIT_NODE_RANK") if os.environ.get(k)}
-        log(f"runner docker: {image}: {stage} ({job_file.name})")
+        log(f"runner docker: {image}: {stage} ({name})")
         code, _, tail = run_container(self.client, image, ["python", "-m", "toolkit.runners.worker", str(run.root), name],
                                       mounts_for(ro, [run.root]), log=log, user=self.user, env=env, workdir=str(run.root),
                                       device_requests=devices, what=name, host_net=host_net)
-        try:
-            out = json.loads(result_file.read_text())
-        except (OSError, ValueError):
-            raise ToolkitError(f"{name} failed in the trainer container {image} (exit code {code}) and wrote no result", hint=tail[-800:]) from None
-        if "error" in out:
-            raise ToolkitError(f"{name} in the trainer container: {out['error']['message']}", hint=out["error"].get("hint"))
-        return out["result"]
+        return read_result(result_file, name, f"the trainer container {image}", code, tail)
 
     @staticmethod
     def _source_paths(*sources) -> list[Path]:

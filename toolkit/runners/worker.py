@@ -1,8 +1,9 @@
 """A stage in another process: `python -m toolkit.runners.worker RUN_DIR NAME`.
 
-The Docker runner writes RUN/jobs/NAME.job.json (`{"stage": ..., "job": <the job model's JSON>}`)
-and starts this in the container; it runs the local stage and writes RUN/jobs/NAME.result.json
-(`{"result": ...}` or `{"error": {"message", "hint"}}`). Nothing is scraped from output: stdout
+The Docker runner (in a container) and the local runner (for stages that run side by side, see
+LocalRunner.in_child) write RUN/jobs/NAME.job.json (`{"stage": ..., "job": <the job model's JSON>}`)
+and start this; it runs the local stage and writes RUN/jobs/NAME.result.json
+(`{"result": ...}` or `{"error": {"message", "hint"}}`; toolkit/runners/jobfiles.py). Nothing is scraped from output: stdout
 and stderr are only for people (progress lines).
 """
 

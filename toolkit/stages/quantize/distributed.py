@@ -18,7 +18,6 @@ points at `--resume`, which continues from rank 0's last checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -34,8 +33,7 @@ from toolkit.jobs import Distributed, QuantJob
 from toolkit.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
 from toolkit.share import PACKAGE as PKG_DIR
 from toolkit.stages.quantize.ops import set_device
-from toolkit.stages.quantize.settings import settings_for
-from toolkit.stages.quantize.train import latest_checkpoint, run_qat, search_before_training
+from toolkit.stages.quantize.train import TrainLogFollower, latest_checkpoint, run_qat, search_before_training
 
 
 # ------------------------------------------------------------------ the plan
@@ -145,22 +143,13 @@ def launch(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], Non
     if log:
         where = f"{len(dist.nodes)} nodes, this is node {node_rank(dist)}" if dist.nodes else "1 node"
         log(f"QAT {job.task}: {world} ranks ({where}) through paddle.distributed.launch; logs in {log_dir}")
-    steps_total = settings_for(job.task, job.source.load_config(), job.source.config, job.options).steps
-    train_log = run.train_log(job.task)
-    seen = latest_checkpoint(run.checkpoints(job.task))[0] if job.options.resume and latest_checkpoint(run.checkpoints(job.task)) else 0
+    follower = TrainLogFollower(job, run, progress)
     with open(log_dir / "launcher.log", "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(run.root), start_new_session=True)
         try:
             while True:
                 code = proc.poll()
-                if progress and train_log.exists():
-                    for ln in [ln for ln in train_log.read_text().splitlines() if ln.strip()][seen:]:
-                        try:
-                            rec = json.loads(ln)
-                        except json.JSONDecodeError:
-                            break
-                        seen += 1
-                        progress(int(rec["step"]), steps_total, float(rec["loss"]))
+                follower.poll()
                 if code is not None:
                     break
                 time.sleep(0.5)

@@ -38,6 +38,39 @@ def latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
     return best
 
 
+class TrainLogFollower:
+    """Progress of a QAT loop that runs in another process (ranks, a child stage), read from the
+    train_log.jsonl it appends a line to after every step."""
+
+    def __init__(self, job: QuantJob, run: RunDir, progress: Callable[[int, int, float], None] | None):
+        self.path, self.progress = run.train_log(job.task), progress
+        self.total = settings_for(job.task, job.source.load_config(), job.source.config, job.options).steps
+        resumed = latest_checkpoint(run.checkpoints(job.task)) if job.options.resume else None
+        self.seen = resumed[0] if resumed else 0
+        # A fresh loop replaces the log; until it does, the one here is an earlier run's (or the
+        # stage is up to date and no loop runs at all): no progress to show from it.
+        self.stale = self._stamp() if not resumed else None
+
+    def _stamp(self) -> tuple | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def poll(self) -> None:
+        if self.progress is None or not self.path.exists() or (self.stale is not None and self._stamp() == self.stale):
+            return
+        self.stale = None
+        for ln in [ln for ln in self.path.read_text().splitlines() if ln.strip()][self.seen:]:
+            try:
+                rec = json.loads(ln)
+            except json.JSONDecodeError:
+                break  # a line being written
+            self.seen += 1
+            self.progress(int(rec["step"]), self.total, float(rec["loss"]))
+
+
 def _save_checkpoint(pd, model, opt, ckpt_dir: Path, step: int) -> None:
     """Params and optimizer state under temp names, then renamed: a kill never leaves half a file."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,18 @@ def test_bundle_has_models_manifest_and_checksums(main_run, report):
     assert cfg["det"]["box_thresh"] == 0.6 and cfg["rec"]["image_shape"] == [3, 48, 320] and cfg["rec"]["width_multiple"] == 32
 
 
+def test_det_and_rec_train_side_by_side(main_run, report):
+    """On this 2-core machine the main job trains det and rec at once, each in a child process:
+    rec's job was handed out before det's result came back, and each left its output log."""
+    jobs = main_run / "jobs"
+    for task in ("det", "rec"):
+        for stage in ("quantize", "export"):
+            assert (jobs / f"{stage}-{task}.log").exists() and (jobs / f"{stage}-{task}.result.json").exists(), (stage, task)
+    first_done = min((jobs / f"quantize-{t}.result.json").stat().st_mtime for t in ("det", "rec"))
+    assert max((jobs / f"quantize-{t}.job.json").stat().st_mtime for t in ("det", "rec")) < first_done
+    assert {"quantize+export", "quantize:det", "quantize:rec", "export:det", "export:rec"} <= set(report["timings"])
+
+
 def test_second_run_does_no_work(main_run):
     t0 = time.monotonic()
     proc = toolkit("run", "--target", "android-arm64", "--run-dir", main_run)

@@ -65,31 +65,34 @@ def train_and_export(job: RunJob, run: RunDir, runner, datasets: list[Path], ui,
             timed(f"export:{task}", lambda t=task: runner.export(export_job(t), run))
         return
     threads = max(1, cores // len(jobs))
-    ui.log(f"quantize+export: {', '.join(jobs)} side by side, a process each with {threads} thread(s); their output in {run.job_log('*').parent}")
     followers = [TrainLogFollower(q, run, ui.progress(f"QAT {t}")) for t, q in jobs.items() if q.options.method == "qat"]
 
-    def pair(task: str, q) -> None:
+    def pair(task: str, q) -> dict:
         try:
-            timed(f"quantize:{task}", lambda: runner.in_child("quantize", q, run, threads))
-            timed(f"export:{task}", lambda: runner.in_child("export", export_job(task), run, threads))
+            return {"quantize": timed(f"quantize:{task}", lambda: runner.in_child("quantize", q, run, threads)),
+                    "export": timed(f"export:{task}", lambda: runner.in_child("export", export_job(task), run, threads))}
         except ToolkitError as exc:
             ui.log(f"{task}: failed ({exc.message.splitlines()[0]}); the other tasks go on")
             raise
 
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        futures = [pool.submit(pair, t, q) for t, q in jobs.items()]
-        try:
-            while not all(f.done() for f in futures):
-                for f in followers:
-                    f.poll()
-                time.sleep(0.5)
-        except BaseException:
-            runner.stop_children()
-            raise
-    for f in followers:
-        f.poll()
-    for f in futures:
-        f.result()
+    def side_by_side() -> dict:
+        ui.log(f"quantize+export: {', '.join(jobs)} side by side, a process each with {threads} thread(s); "
+               f"their output in {run.job_log('*').parent}")
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            futures = [pool.submit(pair, t, q) for t, q in jobs.items()]
+            try:
+                while not all(f.done() for f in futures):
+                    for f in followers:
+                        f.poll()
+                    time.sleep(0.5)
+            except BaseException:
+                runner.stop_children()
+                raise
+        for f in followers:
+            f.poll()
+        return {t: f.result() for t, f in zip(jobs, futures)}
+
+    timed("quantize+export", side_by_side)  # the wall time of the whole (the stages' own times overlap)
 
 
 def run_all(job: RunJob, run: RunDir, ui, deploy_to: str | None = None) -> dict:

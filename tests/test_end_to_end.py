@@ -183,6 +183,8 @@ def test_max_drop_judges_the_real_split(small_data, tmp_path):
     res = json.loads(ok.stdout)["rec"]
     assert res["judged"] == "pages" and set(res["sets"]) == {"pages", "synth"} and res["drop_points"] == res["sets"]["pages"]["drop_points"]
     assert res["drop_points"] > 0.5, res["drop_points"]
+    shown = toolkit("evaluate", "--run-dir", run, "--tasks", "rec", "--max-drop", "100", "--limit", "8")  # without --json: progress on stderr
+    assert shown.returncode == 0 and "evaluate rec pages quant: 8/8" in shown.stderr, shown.stderr[-2000:]
     proc = toolkit("evaluate", "--run-dir", run, "--tasks", "rec", "--max-drop", "0.5")
     assert_clean_failure(proc, "quantization cost too much accuracy", "on pages", "--max-drop")
 

@@ -116,7 +116,8 @@ def run_all(job: RunJob, run: RunDir, ui, deploy_to: str | None = None) -> dict:
         train_and_export(job, run, runner, datasets, ui, timed)
         timed("convert", lambda: runner.convert(ConvertJob(targets=job.targets, sources=job.sources, tasks=job.tasks), run))
         timed("evaluate", lambda: runner.evaluate(EvalJob(sources=job.sources, datasets=datasets, tasks=job.tasks, max_drop=job.quant.max_drop,
-                                                          skip_bad_labels=job.quant.skip_bad_labels), run, ui.log))
+                                                          skip_bad_labels=job.quant.skip_bad_labels), run, ui.log,
+                                                          progress=ui.progress))
         timed("bundle", lambda: bundle(BundleJob(targets=job.targets, sources=job.sources, datasets=datasets, tasks=job.tasks,
                                                  command=job.command), run))
         if deploy_to:

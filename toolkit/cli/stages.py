@@ -129,7 +129,7 @@ def evaluate(run_dir: Path = RUN_DIR, tasks: str = TASKS, data: Optional[List[Pa
         job = build(EvalJob, {"sources": sources(run, ts), "datasets": datasets(run, data), "tasks": ts, "max_drop": max_drop,
                               "skip_bad_labels": skip_bad_labels, "limit": limit})
         remember(run, job.sources, job.datasets)
-        res = runner(runner_name, ui).evaluate(job, run, ui.log)
+        res = runner(runner_name, ui).evaluate(job, run, ui.log, progress=ui.progress)
     emit(res, as_json, metrics_table(res))
 
 

@@ -192,7 +192,7 @@ class DockerRunner:
     def export(self, job, run, log=None):
         return self._stage("export", job, run, self._source_paths(job.source), log)
 
-    def evaluate(self, job, run, log=None):
+    def evaluate(self, job, run, log=None, progress=None):  # the container prints its own progress lines
         return self._stage("evaluate", job, run, self._source_paths(*job.sources.values()) + list(job.datasets), log)
 
     # converter -----------------------------------------------------------

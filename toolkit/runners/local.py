@@ -30,10 +30,10 @@ class LocalRunner:
 
         return export(job, run, log)
 
-    def evaluate(self, job, run, log=None):
+    def evaluate(self, job, run, log=None, progress=None):
         from toolkit.stages.evaluate import evaluate
 
-        return evaluate(job, run, log)
+        return evaluate(job, run, log, progress)
 
     def convert(self, job, run, log=None):
         from toolkit.stages.convert import convert

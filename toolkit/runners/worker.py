@@ -47,6 +47,8 @@ def work(run_dir: str, name: str) -> int:
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
         if stage == "quantize":
             result = local.quantize(job, run, progress=_progress(f"QAT {job.task}"), log=log)
+        elif stage == "evaluate":
+            result = local.evaluate(job, run, log, progress=_progress)
         else:
             result = getattr(local, stage)(job, run, log)
         atomic_write_json(result_file, {"result": result})

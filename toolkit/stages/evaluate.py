@@ -83,17 +83,18 @@ def x86_check(run: RunDir, task: str) -> dict | None:
     return {"max_abs_diff": diff, "tolerance": X86_TOLERANCE, "ok": diff <= X86_TOLERANCE}
 
 
-def measure(task, model_dir: Path, samples: list, cfg: dict, threads: int) -> dict:
+def measure(task, model_dir: Path, samples: list, cfg: dict, threads: int, progress: Callable[[int, int], None] | None = None) -> dict:
     """The task's metric of one model on some samples, its per-sample predictions and speed."""
     pred = predictor(model_dir, threads=threads)
     t0 = time.perf_counter()
-    outs, metas = task.run(lambda x: infer(pred, x), samples, cfg)
+    outs, metas = task.run(lambda x: infer(pred, x), samples, cfg, progress=progress)
     secs = time.perf_counter() - t0
     return {**task.score(outs, samples, cfg, metas), "ms_per_sample": round(1000 * secs / max(len(samples), 1), 2)}
 
 
-def evaluate(job: EvalJob, run: RunDir, log: Callable[[str], None] | None = None) -> dict:
-    """Entry point: eval/metrics.json; raises when the judged drop exceeds `max_drop` points."""
+def evaluate(job: EvalJob, run: RunDir, log: Callable[[str], None] | None = None, progress: Callable[[str], Callable] | None = None) -> dict:
+    """Entry point: eval/metrics.json; raises when the judged drop exceeds `max_drop` points.
+    `progress(description)` gives the callback that follows one model on one set."""
     datasets = open_datasets(job.datasets)
     inputs = {t: fingerprint([run.float_model(t), run.quant_model(t)]) for t in job.tasks}
     inputs["x86"] = fingerprint([run.x86_dir()])
@@ -112,7 +113,7 @@ def evaluate(job: EvalJob, run: RunDir, log: Callable[[str], None] | None = None
             for ds, samples in eval_sets(name, datasets, cfg, job.skip_bad_labels, job.limit):
                 if log:
                     log(f"evaluate {name}: {len(samples)} samples of {ds.name} ({ds.kind}), float and quantized")
-                res = {which: measure(task, d, samples, cfg, job.threads)
+                res = {which: measure(task, d, samples, cfg, job.threads, progress and progress(f"evaluate {name} {ds.name} {which}"))
                        for which, d in (("float", run.float_model(name)), ("quant", run.quant_model(name)))}
                 res["drop_points"] = round(100 * (res["float"][task.metric] - res["quant"][task.metric]), 3)
                 res["disagreements"] = task.disagreements(samples, res["float"]["predictions"], res["quant"]["predictions"])

@@ -100,14 +100,18 @@ class Task:
                 metas[i] = b.meta[j] if b.meta else None
         return outs, metas
 
-    def run(self, forward: Forward, samples: Sequence, cfg: dict, batch_size: int = 32) -> tuple[list[np.ndarray], list]:
-        """Outputs and metas of every sample in order, loading one batch at a time."""
+    def run(self, forward: Forward, samples: Sequence, cfg: dict, batch_size: int = 32,
+            progress: Callable[[int, int], None] | None = None) -> tuple[list[np.ndarray], list]:
+        """Outputs and metas of every sample in order, loading one batch at a time; `progress(done, total)`
+        after each batch."""
         outs: dict[int, np.ndarray] = {}
         metas: dict[int, object] = {}
         for idx in self.groups(samples, cfg, batch_size):
             o, m = self.infer(forward, [self.batch(samples, idx, cfg)])
             outs.update(o)
             metas.update(m)
+            if progress:
+                progress(len(outs), len(samples))
         return [outs[i] for i in range(len(samples))], [metas[i] for i in range(len(samples))]
 
     def score(self, outputs: list[np.ndarray], samples: Sequence, cfg: dict, metas: list | None = None) -> dict:

@@ -189,6 +189,20 @@ def test_max_drop_judges_the_real_split(small_data, tmp_path):
     assert_clean_failure(proc, "quantization cost too much accuracy", "on pages", "--max-drop")
 
 
+def test_evaluating_one_task_keeps_the_others_figures(main_run, tmp_path):
+    """`toolkit evaluate --tasks rec` keeps det's figures while det's models are the ones they were
+    measured on, and drops them once det's quantized model has changed."""
+    run = copy_tree(main_run, tmp_path / "run")
+    before = json.loads((run / "eval" / "metrics.json").read_text())
+    assert toolkit("evaluate", "--run-dir", run, "--tasks", "rec", "--limit", "5", "--max-drop", "100").returncode == 0
+    after = json.loads((run / "eval" / "metrics.json").read_text())
+    assert after["det"] == before["det"] and all(len(s["float"]["predictions"]) == 5 for s in after["rec"]["sets"].values())
+    params = run / "quant" / "det" / "model" / "inference.pdiparams"
+    params.write_bytes(params.read_bytes()[:-4] + b"\0\0\0\0")
+    assert toolkit("evaluate", "--run-dir", run, "--tasks", "rec", "--limit", "6", "--max-drop", "100").returncode == 0
+    assert set(json.loads((run / "eval" / "metrics.json").read_text())) == {"rec"}
+
+
 def test_deploy_to_a_folder_twice(main_run, tmp_path):
     dev = tmp_path / "device"
     first = toolkit("deploy", "--run-dir", main_run, "--target", "android-arm64", "--device", f"dir:{dev}", "--json")

@@ -24,7 +24,7 @@ from toolkit.data.datasets import eval_sets, fingerprint as data_fingerprint, ju
 from toolkit.digest import fingerprint, hash_json
 from toolkit.errors import ToolkitError
 from toolkit.jobs import EvalJob
-from toolkit.rundir import RunDir, atomic_write_json
+from toolkit.rundir import RunDir, atomic_write_json, read_json
 from toolkit.tasks import get_task
 
 X86_TOLERANCE = 1e-4
@@ -119,13 +119,31 @@ def evaluate(job: EvalJob, run: RunDir, log: Callable[[str], None] | None = None
                 res["disagreements"] = task.disagreements(samples, res["float"]["predictions"], res["quant"]["predictions"])
                 res.update(kind=ds.kind, path=str(ds.path))
                 sets[ds.name] = res
-            metrics[name] = {"judged": judged(datasets, name).name, "sets": sets, "x86_nb_check": x86_check(run, name)}
-        atomic_write_json(run.metrics_path(), metrics)
+            metrics[name] = {"judged": judged(datasets, name).name, "sets": sets, "x86_nb_check": x86_check(run, name),
+                             "models": models_digest(run, name)}
+        atomic_write_json(run.metrics_path(), {**still_valid(run, exclude=job.tasks), **metrics})
         return summarize_metrics(metrics), [run.metrics_path()]
 
     result = run.run_stage("evaluate", key, work, log)
     check_drops(result, job.max_drop)
     return result
+
+
+def models_digest(run: RunDir, task: str) -> str:
+    """Which float and quantized models a task's figures were measured on."""
+    return hash_json(list(fingerprint([run.float_model(task), run.quant_model(task)]).values()))  # not the paths: a moved run dir keeps them
+
+
+def still_valid(run: RunDir, exclude: list[str]) -> dict:
+    """The other tasks' entries of eval/metrics.json whose models have not changed since: evaluating
+    one task keeps the other's figures rather than dropping them."""
+    if not run.metrics_path().exists():
+        return {}
+    try:
+        old = read_json(run.metrics_path(), "eval/metrics.json")
+    except ToolkitError:
+        return {}
+    return {t: m for t, m in old.items() if t not in exclude and isinstance(m, dict) and m.get("models") == models_digest(run, t)}
 
 
 def _figures(res: dict) -> dict:

@@ -19,6 +19,15 @@ from toolkit.errors import ToolkitError
 from toolkit.targets import Target
 
 
+def child_python_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child Python that imports this toolkit (a stage worker, a
+    QAT rank): the package's parent first on PYTHONPATH, then `extra`."""
+    from toolkit.share import PACKAGE
+
+    path = [str(PACKAGE.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), **extra}
+
+
 def toolkit_home() -> Path:
     return Path(os.environ.get("TOOLKIT_HOME", Path.home() / ".cache" / "toolkit"))
 

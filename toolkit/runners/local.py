@@ -4,13 +4,12 @@ Python of its own: eager Paddle keeps about one core busy, so two models train i
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
 
 from toolkit.runners.jobfiles import read_result, write_job
-from toolkit.share import PACKAGE
+from toolkit.runners.envs import child_python_env
 
 
 class LocalRunner:
@@ -45,8 +44,7 @@ class LocalRunner:
         goes to RUN/jobs/NAME.log. Safe to call from several threads at once."""
         name, result_file = write_job(run, stage, job)
         log_file = run.job_log(name)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-               "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+        env = child_python_env(OMP_NUM_THREADS=str(threads))
         with open(log_file, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "toolkit.runners.worker", str(run.root), name],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(run.root))

@@ -96,7 +96,7 @@ def evaluate(job: EvalJob, run: RunDir, log: Callable[[str], None] | None = None
     """Entry point: eval/metrics.json; raises when the judged drop exceeds `max_drop` points.
     `progress(description)` gives the callback that follows one model on one set."""
     datasets = open_datasets(job.datasets)
-    inputs = {t: fingerprint([run.float_model(t), run.quant_model(t)]) for t in job.tasks}
+    inputs = {t: models_fingerprint(run, t) for t in job.tasks}
     inputs["x86"] = fingerprint([run.x86_dir()])
     key = hash_json({"tasks": job.tasks, "data": {t: data_fingerprint(t, datasets) for t in job.tasks}, "inputs": inputs,
                      "limit": job.limit, "sources": {t: job.sources[t].fingerprint() for t in job.tasks}})
@@ -120,7 +120,7 @@ def evaluate(job: EvalJob, run: RunDir, log: Callable[[str], None] | None = None
                 res.update(kind=ds.kind, path=str(ds.path))
                 sets[ds.name] = res
             metrics[name] = {"judged": judged(datasets, name).name, "sets": sets, "x86_nb_check": x86_check(run, name),
-                             "models": models_digest(run, name)}
+                             "models": models_digest(inputs[name])}
         atomic_write_json(run.metrics_path(), {**still_valid(run, exclude=job.tasks), **metrics})
         return summarize_metrics(metrics), [run.metrics_path()]
 
@@ -129,9 +129,14 @@ def evaluate(job: EvalJob, run: RunDir, log: Callable[[str], None] | None = None
     return result
 
 
-def models_digest(run: RunDir, task: str) -> str:
-    """Which float and quantized models a task's figures were measured on."""
-    return hash_json(list(fingerprint([run.float_model(task), run.quant_model(task)]).values()))  # not the paths: a moved run dir keeps them
+def models_fingerprint(run: RunDir, task: str) -> dict[str, str]:
+    return fingerprint([run.float_model(task), run.quant_model(task)])
+
+
+def models_digest(models: dict[str, str]) -> str:
+    """Which float and quantized models (their fingerprint) a task's figures were measured on;
+    not their paths, so that a moved run directory keeps its figures."""
+    return hash_json(list(models.values()))
 
 
 def still_valid(run: RunDir, exclude: list[str]) -> dict:
@@ -143,7 +148,7 @@ def still_valid(run: RunDir, exclude: list[str]) -> dict:
         old = read_json(run.metrics_path(), "eval/metrics.json")
     except ToolkitError:
         return {}
-    return {t: m for t, m in old.items() if t not in exclude and isinstance(m, dict) and m.get("models") == models_digest(run, t)}
+    return {t: m for t, m in old.items() if t not in exclude and isinstance(m, dict) and m.get("models") == models_digest(models_fingerprint(run, t))}
 
 
 def _figures(res: dict) -> dict:

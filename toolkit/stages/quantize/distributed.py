@@ -31,7 +31,7 @@ from typing import Callable
 from toolkit.errors import ToolkitError
 from toolkit.jobs import Distributed, QuantJob
 from toolkit.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
-from toolkit.share import PACKAGE as PKG_DIR
+from toolkit.runners.envs import child_python_env
 from toolkit.stages.quantize.ops import set_device
 from toolkit.stages.quantize.train import TrainLogFollower, latest_checkpoint, run_qat, search_before_training
 
@@ -135,8 +135,7 @@ def launch(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], Non
     atomic_write_bytes(job_file, job.model_dump_json(indent=1).encode())
     result_file.unlink(missing_ok=True)
     argv = launcher_argv(dist, log_dir, run.root, name, job.task)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(PKG_DIR.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    env = child_python_env(PYTHONUNBUFFERED="1")
     if job.options.device != "gpu":
         env["PADDLE_DISTRI_BACKEND"] = "gloo"  # CPU collectives
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // dist.per_node)))

@@ -159,6 +159,31 @@ def test_analyze_ranks_every_layer(small_data, tmp_path):
     assert [c["float_layers"] for c in full["top_k_curve"]] == [1, 2, 4, 8, 16]
 
 
+def test_search_not_met_after_training_keeps_the_worst_layer_float(small_data, tmp_path):
+    """The path the main job does not take: the check after QAT misses the budget (a margin no model
+    can meet), so the trained model is ranked layer by layer and the top layer is kept float, in
+    the record, in skip_layers and in the exported program."""
+    run = tmp_path / "miss"
+    proc = toolkit("quantize", "--tasks", "rec", "--data", small_data, "--run-dir", run, "--steps", "1", "--json",
+                   "--rec-override", "Quant.search_samples=6", "--rec-override", "Quant.search_margin=50",
+                   "--rec-override", "Quant.max_float_layers=1", "--rec-override", "Quant.probe_samples=2",
+                   "--rec-override", "Quant.calib_batches=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((run / "quant" / "rec" / "qat.json").read_text())
+    search = info["search"]
+    assert search["met"] is False and len(search["ranking"]) > 20
+    assert search["added_after_training"] == [search["ranking"][0]["layer"]] == search["float_layers"]
+    assert [h["float_layers"] for h in search["history_after_training"]] == [0, 1]
+    assert search["added_after_training"][0] in info["settings"]["skip_layers"] and search["float_extra_bytes"] > 0
+    assert toolkit("export", "--run-dir", run, "--tasks", "rec").returncode == 0
+    from paddle.base import core
+
+    desc = core.ProgramDesc((run / "quant" / "rec" / "model" / "inference.pdmodel").read_bytes())
+    block = desc.block(0)
+    fake = [block.op(i) for i in range(block.op_size()) if block.op(i).type().startswith("fake_channel_wise")]
+    assert len(fake) == len(search["ranking"]) - 1  # every layer the ranking saw is int8 but the one kept float
+
+
 def test_convert_for_all_four_targets(main_run):
     proc = toolkit("convert", "--run-dir", main_run, "--all-targets", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -22,7 +22,7 @@ def calibrated_rec(small_data):
 
 
 def test_switch_sees_only_layers_the_inference_graph_calls(calibrated_rec):
-    loaded, switch, _, _, _ = calibrated_rec
+    loaded, switch, _, _ = calibrated_rec
     every = [n for n, lyr in loaded.model.named_sublayers() if hasattr(lyr, "_fake_quant_weight")]
     # Re-parameterised branches and the training-only heads are never called at inference.
     assert 20 < len(switch.layers) < len(every)
@@ -31,7 +31,8 @@ def test_switch_sees_only_layers_the_inference_graph_calls(calibrated_rec):
 
 def test_early_stopping_gives_the_same_decision_as_a_full_pass(calibrated_rec):
     """`within` may stop reading early only when the answer is already certain."""
-    _, switch, forward, search, ref = calibrated_rec
+    _, switch, search, ref = calibrated_rec
+    forward = switch.forward
     search.CHUNK = 2
     float_metric = search.metric(ref)
     switch.quantize_only(set(switch.layers))
@@ -41,3 +42,37 @@ def test_early_stopping_gives_the_same_decision_as_a_full_pass(calibrated_rec):
         assert r["ok"] == (100 * (float_metric - full) <= budget), (budget, r, full)
         if r["metric"] is None:
             assert r["samples"] < len(search.samples) and full <= r["at_most"]
+
+
+def test_gated_program_runs_each_switch_setting_exactly(calibrated_rec):
+    """One Paddle Inference program serves every combination of float and fake-quantized layers:
+    a setting gives its own outputs whatever ran before it (oneDNN must not keep the first run's
+    convolution weights), all-off is the eager float computation, and the eager model is untouched."""
+    import numpy as np
+
+    from toolkit.stages.quantize.ops import QuantSwitch
+
+    loaded, switch, search, _ = calibrated_rec
+    forward = switch.forward
+    layers = sorted(switch.layers)
+    settings = {"none": set(), "all": set(layers), "one": {layers[len(layers) // 2]}}
+    first = {}
+    for name in ("all", "none", "one", "all", "none"):  # "none" after "all": no stale weights
+        switch.quantize_only(settings[name])
+        outs = search.outputs(forward, range(4))
+        if name in first:
+            assert all(np.array_equal(a, b) for a, b in zip(outs, first[name])), f"{name} changed after other settings ran"
+        first[name] = outs
+    assert max(float(np.abs(a - b).max()) for a, b in zip(first["none"], first["all"])) > 0.05
+    assert max(float(np.abs(a - b).max()) for a, b in zip(first["none"], first["one"])) > 0
+
+    from toolkit.engine import paddle
+
+    pd = paddle()
+    eager = QuantSwitch(loaded.model)  # the wrapped eager model, every layer float
+    eager.quantize_only(set())
+    with pd.no_grad():
+        ref = search.outputs(lambda x: search.task.model_output(loaded.model(pd.to_tensor(x))).numpy(), range(4))
+    eager.quantize_only(set(eager.layers))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(first["none"], ref)) < 5e-3
+    assert not [k for k in loaded.model.state_dict() if ".quant." in k]  # no gate left in the eager model

@@ -28,14 +28,14 @@ def analyze(job: AnalyzeJob, run: RunDir, progress: Callable | None = None, log:
 
     def work():
         t0 = time.monotonic()
-        switch, forward, search, ref = prepare(job.task, build_model(job.source), job.datasets, settings, 0, job.skip_bad_labels)
+        switch, search, ref = prepare(job.task, build_model(job.source), job.datasets, settings, 0, job.skip_bad_labels)
         float_metric = search.metric(ref)
         switch.quantize_only(set(switch.layers))
-        full = search.metric(search.outputs(forward))
+        full = search.metric(search.outputs(switch.forward))
         limit = settings.pre_training_samples or len(search.samples)
         float_sub = search.metric(ref[:limit])
         t1 = time.monotonic()
-        rows = rank_layers(forward, switch, search, ref, probe, progress)
+        rows = rank_layers(switch, search, ref, probe, progress)
         t2 = time.monotonic()
         ranking = [r["layer"] for r in rows]
         curve = []  # the metric with the top-k layers float: how quickly the ranking recovers accuracy
@@ -43,7 +43,7 @@ def analyze(job: AnalyzeJob, run: RunDir, progress: Callable | None = None, log:
             if k > len(ranking):
                 break
             switch.quantize_only(set(switch.layers) - set(ranking[:k]))
-            m = search.metric(search.outputs(forward, range(limit)))
+            m = search.metric(search.outputs(switch.forward, range(limit)))
             curve.append({"float_layers": k, "samples": limit, "metric": round(m, 6), "drop_points": round(100 * (float_sub - m), 3)})
         result = {"task": job.task, "layers": len(rows), "search_samples": len(search.samples), "probe_samples": probe,
                   "float_metric": round(float_metric, 6), "full_quant_metric": round(full, 6),

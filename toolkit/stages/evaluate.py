@@ -32,9 +32,11 @@ MKLDNN_SHAPES = 8
 PRECISIONS = ("float", "quant")
 
 
-def predictor(model_dir: Path, int8: bool = False, threads: int = 0, optimize: bool = True):
+def predictor(model_dir: Path, int8: bool = False, threads: int = 0, optimize: bool = True, keep_is_test: bool = False):
     """A Paddle Inference predictor on CPU with oneDNN; `int8` switches on oneDNN's int8 execution
-    of a quantized model (the way to serve one on x86)."""
+    of a quantized model (the way to serve one on x86). `keep_is_test`: the program's own is_test
+    attributes stand (Paddle's pass sets them all, and oneDNN then caches every conv's weights
+    after the first run, wrong where a program computes them; see quantize/gated.py)."""
     from toolkit.engine import paddle
 
     paddle()
@@ -53,6 +55,8 @@ def predictor(model_dir: Path, int8: bool = False, threads: int = 0, optimize: b
         if int8:
             cfg.enable_mkldnn_int8()
         cfg.delete_pass("self_attention_fuse_pass")  # illegal instruction on some x86 CPUs (rec's attention)
+        if keep_is_test:
+            cfg.delete_pass("is_test_pass")
     else:
         cfg.switch_ir_optim(False)
     try:
@@ -61,10 +65,12 @@ def predictor(model_dir: Path, int8: bool = False, threads: int = 0, optimize: b
         raise ToolkitError(f"Paddle Inference cannot load {model_dir}: {str(exc).strip().splitlines()[-1][:200]}") from None
 
 
-def infer(pred, x: np.ndarray) -> np.ndarray:
-    h = pred.get_input_handle(pred.get_input_names()[0])
-    h.reshape(list(x.shape))
-    h.copy_from_cpu(np.ascontiguousarray(x))
+def infer(pred, *inputs: np.ndarray) -> np.ndarray:
+    """Feed the inputs in the program's order; the first output."""
+    for name, x in zip(pred.get_input_names(), inputs):
+        h = pred.get_input_handle(name)
+        h.reshape(list(x.shape))
+        h.copy_from_cpu(np.ascontiguousarray(x))
     pred.run()
     return pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
 

@@ -1,11 +1,10 @@
 """The quantization operations the QAT loop, PTQ, the search and export share: PaddleSlim's QAT
 config (in the fake-quant format Paddle Lite reads), wrapping a model, keeping layers float,
-freezing normalisation, and switching single layers' fake quantization on and off."""
+freezing normalisation, calibrating activation ranges."""
 
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable
 
 import numpy as np
 
@@ -154,7 +153,8 @@ def calibrate(model, inputs: list[np.ndarray], ranges: str = "moving_average", s
 
 
 class QuantSwitch:
-    """Turns the fake quantization of single layers of a QAT-wrapped model on and off."""
+    """Turns the fake quantization of single layers of a QAT-wrapped eager model on and off (the
+    MSE calibration's float pass; the search switches layers in a program, quantize/gated.py)."""
 
     def __init__(self, model):
         from toolkit.engine import paddle
@@ -179,32 +179,3 @@ class QuantSwitch:
                 lyr._fake_quant_weight, lyr._fake_quant_input = self._saved[n]
             else:
                 lyr._fake_quant_weight, lyr._fake_quant_input = self._identity(), self._identity()
-
-    def drop_unused(self, forward: Callable[[], None]) -> None:
-        """Forget layers the inference graph never calls (re-parameterised branches, training-only
-        heads): they cost nothing on the device and measuring them would be wasted time."""
-        used: set[str] = set()
-        hooks = [lyr.register_forward_pre_hook(lambda layer, inp, n=n: used.add(n)) for n, lyr in self.layers.items()]
-        try:
-            forward()
-        finally:
-            for h in hooks:
-                h.remove()
-        self.layers = {n: lyr for n, lyr in self.layers.items() if n in used}
-
-    def weight_count(self, name: str) -> int:
-        w = getattr(self.layers[name], "weight", None)
-        return int(np.prod(w.shape)) if w is not None else 0
-
-
-def eager_forward(model, task) -> Callable[[np.ndarray], np.ndarray]:
-    """A numpy-in, numpy-out forward of a dygraph model (no gradients), for `Task.infer`."""
-    from toolkit.engine import paddle
-
-    pd = paddle()
-
-    def forward(x: np.ndarray) -> np.ndarray:
-        with pd.no_grad():
-            return task.model_output(model(pd.to_tensor(x))).numpy()
-
-    return forward

@@ -1,10 +1,11 @@
 """The automatic float fallback (`toolkit quantize --search`, on by default for QAT) and the
 per-layer sensitivity ranking it and `toolkit analyze` share.
 
-Both work on a QAT-wrapped model whose fake-quant layers can be switched off one at a time
-without rebuilding it (`QuantSwitch`), measured on a held-out search set of training samples
-that QAT never trains on (`SearchSet`), so the eval splits stay untouched for the verdict.
-The task supplies the metric; nothing here knows which task it measures.
+Both work on a QAT-wrapped model whose fake-quant layers can be switched on and off without
+rebuilding it (`GatedQuant`: one Paddle Inference program, like every forward pass here that is
+not training), measured on a held-out search set of training samples that QAT never trains on
+(`SearchSet`), so the eval splits stay untouched for the verdict. The task supplies the metric;
+nothing here knows which task it measures.
 
 Ranking: each layer is fake-quantized alone and its harm is how far the network output moves
 from float (`Task.output_error`); layers are kept float in order of harm per extra byte (a
@@ -24,7 +25,8 @@ import numpy as np
 
 from toolkit.data.datasets import open_datasets, train_and_search
 from toolkit.errors import ToolkitError
-from toolkit.stages.quantize.ops import QuantSwitch, calibrate, eager_forward, wrap_qat
+from toolkit.stages.quantize.gated import GatedQuant, static_forward
+from toolkit.stages.quantize.ops import calibrate, wrap_qat
 from toolkit.stages.quantize.settings import QuantSettings
 from toolkit.tasks import get_task
 from toolkit.tasks.base import Batch, Task
@@ -96,7 +98,7 @@ class SearchSet:
         return {"ok": 100 * (float_metric - right / n) <= budget_points, "metric": right / n, "samples": n}
 
 
-def rank_layers(forward, switch: QuantSwitch, search: SearchSet, float_ref: list[np.ndarray], probe: int,
+def rank_layers(switch: GatedQuant, search: SearchSet, float_ref: list[np.ndarray], probe: int,
                 progress: Callable[[int, int, float], None] | None = None) -> list[dict]:
     """Quantize one layer at a time; rank by output error per extra byte kept float (largest first)."""
     probe = min(probe, len(search.samples))
@@ -105,7 +107,7 @@ def rank_layers(forward, switch: QuantSwitch, search: SearchSet, float_ref: list
     names = list(switch.layers)
     for i, name in enumerate(names):
         switch.quantize_only({name})
-        err = search.task.output_error(search.outputs(forward, range(probe)), ref)
+        err = search.task.output_error(search.outputs(switch.forward, range(probe)), ref)
         weights = switch.weight_count(name)
         rows.append({"layer": name, "error": round(err, 6), "weights": weights,
                      "harm_per_kb": round(err / max(EXTRA_BYTES_PER_WEIGHT * weights / 1e3, 1e-3), 6)})
@@ -117,7 +119,7 @@ def rank_layers(forward, switch: QuantSwitch, search: SearchSet, float_ref: list
     return rows
 
 
-def fallback_search(forward, switch: QuantSwitch, search: SearchSet, ranking: list[str], float_metric: float,
+def fallback_search(switch: GatedQuant, search: SearchSet, ranking: list[str], float_metric: float,
                     budget_points: float, max_float: int, limit: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Keep the highest-ranked layers float, one more at a time, until the search-set metric is
     within `budget_points` of float (or `max_float` layers are float). Every step is recorded."""
@@ -126,7 +128,7 @@ def fallback_search(forward, switch: QuantSwitch, search: SearchSet, ranking: li
     candidates = list(ranking)
     while True:
         switch.quantize_only(set(switch.layers) - set(float_set))
-        r = search.within(forward, float_metric, budget_points, limit)
+        r = search.within(switch.forward, float_metric, budget_points, limit)
         history.append({"float_layers": len(float_set), "added": float_set[-1] if float_set else None, **r,
                         "drop_points": None if r["metric"] is None else round(100 * (float_metric - r["metric"]), 3)})
         if log:
@@ -139,20 +141,18 @@ def fallback_search(forward, switch: QuantSwitch, search: SearchSet, ranking: li
 
 
 def prepare(task_name: str, loaded, datasets: list[Path], settings: QuantSettings, seed: int, skip_bad: bool):
-    """Wrap `loaded.model` for QAT and calibrate it; returns its switch, forward, the search set and
-    the float reference outputs."""
+    """Wrap `loaded.model` for QAT and calibrate it; returns its switch, the search set and the float
+    reference outputs."""
     task = get_task(task_name)
     search = SearchSet.load(task_name, datasets, loaded.config, settings, skip_bad)
     wrap_qat(loaded.model, settings, False)
-    switch = QuantSwitch(loaded.model)
     train, _ = train_and_search(task_name, open_datasets(datasets), loaded.config, settings.search_samples, skip_bad)
     batches = task.training_batches(train, loaded.config, settings, seed)
     calibrate(loaded.model, [batches(CALIB_STEP0 + i)["image"] for i in range(settings.calib_batches)], settings.activation_ranges, seed)
-    forward = eager_forward(loaded.model, task)
-    switch.drop_unused(lambda: search.outputs(forward, range(1)))
+    switch = GatedQuant(loaded.model, task, loaded.config)
     switch.quantize_only(set())
-    ref = search.outputs(forward)
-    return switch, forward, search, ref
+    ref = search.outputs(switch.forward)
+    return switch, search, ref
 
 
 def _extra(rows: list[dict], names: list[str]) -> dict:
@@ -173,22 +173,22 @@ def before_training(loaded, settings: QuantSettings, job, log: Callable[[str], N
             "naive": None, "ranking": [], "float_layers": [], "history_before_training": []}
     if not settings.search_before_training:
         search = SearchSet.load(job.task, job.datasets, loaded.config, settings, job.options.skip_bad_labels)
-        loaded.model.eval()
-        return {**info, "search_samples": len(search.samples), "float_metric": round(search.metric(search.outputs(eager_forward(loaded.model, search.task))), 6),
+        float_metric = search.metric(search.outputs(static_forward(loaded.model, search.task, loaded.config)))
+        return {**info, "search_samples": len(search.samples), "float_metric": round(float_metric, 6),
                 "seconds_before_training": round(time.monotonic() - t0, 1)}
     work = copy.copy(loaded)
     work.model = copy.deepcopy(loaded.model)
-    switch, forward, search, ref = prepare(job.task, work, job.datasets, settings, job.options.seed, job.options.skip_bad_labels)
+    switch, search, ref = prepare(job.task, work, job.datasets, settings, job.options.seed, job.options.skip_bad_labels)
     limit = settings.pre_training_samples or len(search.samples)
     float_metric, float_sub = search.metric(ref), search.metric(ref[:limit])
     target = info["pre_training_target_points"]
     switch.quantize_only(set(switch.layers))
-    naive = search.within(forward, float_sub, target, limit)
+    naive = search.within(switch.forward, float_sub, target, limit)
     rows: list[dict] = []
     res = {"float_layers": [], "history": [], "met": naive["ok"]}
     if not naive["ok"]:
-        rows = rank_layers(forward, switch, search, ref, settings.probe_samples)
-        res = fallback_search(forward, switch, search, [r["layer"] for r in rows], float_sub, target, settings.max_float_layers, limit, log)
+        rows = rank_layers(switch, search, ref, settings.probe_samples)
+        res = fallback_search(switch, search, [r["layer"] for r in rows], float_sub, target, settings.max_float_layers, limit, log)
     return {**info, "search_samples": len(search.samples), "pre_training_samples": limit, "float_metric": round(float_metric, 6),
             "naive": naive, "ranking": rows, "float_layers": res["float_layers"], "history_before_training": res["history"],
             "seconds_before_training": round(time.monotonic() - t0, 1)}
@@ -200,25 +200,21 @@ def after_training(model, settings: QuantSettings, search_info: dict, job, log: 
     minus `search_margin` (the eval split is a different sample of the same data), at most
     `max_float_layers` in all. Every outcome has the same keys, whichever way the search went."""
     t0 = time.monotonic()
-    search = SearchSet.load(job.task, job.datasets, job.source.load_config(), settings, job.options.skip_bad_labels)
-    model.eval()
-    switch = QuantSwitch(model)
-    forward = eager_forward(model, search.task)
-    switch.drop_unused(lambda: search.outputs(forward, range(1)))
+    cfg = job.source.load_config()
+    search = SearchSet.load(job.task, job.datasets, cfg, settings, job.options.skip_bad_labels)
     budget = float(job.options.max_drop) - settings.search_margin
-    switch.quantize_only(set(switch.layers))
-    first = search.within(forward, search_info["float_metric"], budget)
+    first = search.within(static_forward(model, search.task, cfg), search_info["float_metric"], budget)  # as exported
     first = {**first, "float_layers": 0, "added": None,
              "drop_points": None if first["metric"] is None else round(100 * (search_info["float_metric"] - first["metric"]), 3)}
     rows, res = search_info["ranking"], {"float_layers": [], "history": [first], "met": first["ok"]}
     room = settings.max_float_layers - len(search_info["float_layers"])
     if not first["ok"] and room > 0:
+        switch = GatedQuant(model, search.task, cfg)
         if not rows:  # rank on the trained model: its own float computation is the reference
             switch.quantize_only(set())
-            rows = rank_layers(forward, switch, search, search.outputs(forward), settings.probe_samples)
+            rows = rank_layers(switch, search, search.outputs(switch.forward), settings.probe_samples)
         ranking = [r["layer"] for r in rows if r["layer"] in switch.layers and r["layer"] not in search_info["float_layers"]]
-        res = fallback_search(forward, switch, search, ranking, search_info["float_metric"], budget, room, None, log)
-    switch.quantize_only(set(switch.layers))  # as exported: the layers found here go into skip_layers
+        res = fallback_search(switch, search, ranking, search_info["float_metric"], budget, room, None, log)
     added = res["float_layers"]
     all_float = search_info["float_layers"] + added
     final = res["history"][-1]

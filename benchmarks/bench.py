@@ -68,6 +68,20 @@ def qat_throughput(data: Path, steps: int) -> dict:
     return out
 
 
+def ranking(data: Path) -> dict:
+    """`toolkit analyze` per task (the search's ranking: every layer fake-quantized alone on the
+    probe samples): seconds to prepare (calibrate, export the gated program, float reference) and
+    per layer ranked."""
+    out = {}
+    for task in ("det", "rec"):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run([TOOLKIT, "analyze", "--tasks", task, "--data", str(data), "--run-dir", tmp, "--json"],
+                                  check=True, capture_output=True, text=True)
+            res = json.loads(proc.stdout)[task]
+        out[task] = {"layers": res["layers"], "probe": res["probe_samples"], **res["seconds"]}
+    return out
+
+
 def recorded(run_dir: Path) -> dict:
     """What the main job's stages recorded: eval cost per sample, QAT steps, the search's times."""
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
@@ -100,6 +114,7 @@ def main() -> None:
     res = {"main_job": main_job(args.run_dir, args.e2e)}
     data = Path(json.loads((args.run_dir / "run.json").read_text())["datasets"][0])
     res["qat_throughput"] = qat_throughput(data, args.steps)
+    res["ranking"] = ranking(data)
     res["recorded"] = recorded(args.run_dir)
     res["nb"] = sizes_and_opt(args.run_dir)
     if args.json:
@@ -121,7 +136,10 @@ def main() -> None:
     print("   QAT in the main job: " + "; ".join(f"{t} {q['steps']} steps x {q['step_s']:.2f} s ({q['world']} rank(s)), search "
                                                   f"{q['search_before_s'] or 0:.0f} s before + {q['search_after_s'] or 0:.0f} s after, "
                                                   f"{q['float_layers']} layer(s) float" for t, q in res["recorded"]["qat"].items()))
-    print("\n4. android-arm64 .nb                         float MB    int8 MB   int8/float   opt s (float, int8)")
+    print("\n4. layer ranking (toolkit analyze)          layers   probe samples   prepare s   s per layer   total s")
+    for t, r in res["ranking"].items():
+        print(f"   {t:<41}{r['layers']:>6}   {r['probe']:>13}   {r['prepare']:>9.1f}   {r['per_layer']:>11.2f}   {r['total']:>7.1f}")
+    print("\n5. android-arm64 .nb                         float MB    int8 MB   int8/float   opt s (float, int8)")
     for t, r in res["nb"].items():
         print(f"   {t:<41}{r['float']['bytes'] / 1e6:>7.2f}   {r['int8']['bytes'] / 1e6:>7.2f}   {r['ratio']:>9.3f}   "
               f"{r['float']['opt_s']:.2f}, {r['int8']['opt_s']:.2f}")

@@ -119,18 +119,28 @@ def rank_layers(switch: GatedQuant, search: SearchSet, float_ref: list[np.ndarra
     return rows
 
 
-def fallback_search(switch: GatedQuant, search: SearchSet, ranking: list[str], float_metric: float,
-                    budget_points: float, max_float: int, limit: int | None = None, log: Callable[[str], None] | None = None) -> dict:
+def _step(float_set: list[str], check: dict, float_metric: float) -> dict:
+    """One step of a search's history: the layers float so far and the check (`SearchSet.within`)."""
+    return {"float_layers": len(float_set), "added": float_set[-1] if float_set else None, **check,
+            "drop_points": None if check["metric"] is None else round(100 * (float_metric - check["metric"]), 3)}
+
+
+def fallback_search(switch: GatedQuant, search: SearchSet, ranking: list[str], float_metric: float, budget_points: float,
+                    max_float: int, every_layer: dict, limit: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Keep the highest-ranked layers float, one more at a time, until the search-set metric is
-    within `budget_points` of float (or `max_float` layers are float). Every step is recorded."""
+    within `budget_points` of float (or `max_float` layers are float). Every step is recorded.
+    `every_layer`: the caller's check of the model with every layer quantized (the first step; it
+    decided that the search is needed, and is not measured again)."""
     float_set: list[str] = []
     history = []
     candidates = list(ranking)
     while True:
-        switch.quantize_only(set(switch.layers) - set(float_set))
-        r = search.within(switch.forward, float_metric, budget_points, limit)
-        history.append({"float_layers": len(float_set), "added": float_set[-1] if float_set else None, **r,
-                        "drop_points": None if r["metric"] is None else round(100 * (float_metric - r["metric"]), 3)})
+        if float_set:
+            switch.quantize_only(set(switch.layers) - set(float_set))
+            r = search.within(switch.forward, float_metric, budget_points, limit)
+        else:
+            r = every_layer
+        history.append(_step(float_set, r, float_metric))
         if log:
             log(f"  {len(float_set)} float layers: {'within' if r['ok'] else 'over'} budget ({r['samples']} samples read)")
         if r["ok"]:
@@ -188,7 +198,7 @@ def before_training(loaded, settings: QuantSettings, job, log: Callable[[str], N
     res = {"float_layers": [], "history": [], "met": naive["ok"]}
     if not naive["ok"]:
         rows = rank_layers(switch, search, ref, settings.probe_samples)
-        res = fallback_search(switch, search, [r["layer"] for r in rows], float_sub, target, settings.max_float_layers, limit, log)
+        res = fallback_search(switch, search, [r["layer"] for r in rows], float_sub, target, settings.max_float_layers, naive, limit, log)
     return {**info, "search_samples": len(search.samples), "pre_training_samples": limit, "float_metric": round(float_metric, 6),
             "naive": naive, "ranking": rows, "float_layers": res["float_layers"], "history_before_training": res["history"],
             "seconds_before_training": round(time.monotonic() - t0, 1)}
@@ -203,9 +213,8 @@ def after_training(model, settings: QuantSettings, search_info: dict, job, log: 
     cfg = job.source.load_config()
     search = SearchSet.load(job.task, job.datasets, cfg, settings, job.options.skip_bad_labels)
     budget = float(job.options.max_drop) - settings.search_margin
-    first = search.within(static_forward(model, search.task, cfg), search_info["float_metric"], budget)  # as exported
-    first = {**first, "float_layers": 0, "added": None,
-             "drop_points": None if first["metric"] is None else round(100 * (search_info["float_metric"] - first["metric"]), 3)}
+    checked = search.within(static_forward(model, search.task, cfg), search_info["float_metric"], budget)  # as exported
+    first = _step([], checked, search_info["float_metric"])
     rows, res = search_info["ranking"], {"float_layers": [], "history": [first], "met": first["ok"]}
     room = settings.max_float_layers - len(search_info["float_layers"])
     if not first["ok"] and room > 0:
@@ -214,7 +223,7 @@ def after_training(model, settings: QuantSettings, search_info: dict, job, log: 
             switch.quantize_only(set())
             rows = rank_layers(switch, search, search.outputs(switch.forward), settings.probe_samples)
         ranking = [r["layer"] for r in rows if r["layer"] in switch.layers and r["layer"] not in search_info["float_layers"]]
-        res = fallback_search(switch, search, ranking, search_info["float_metric"], budget, room, None, log)
+        res = fallback_search(switch, search, ranking, search_info["float_metric"], budget, room, checked, None, log)
     added = res["float_layers"]
     all_float = search_info["float_layers"] + added
     final = res["history"][-1]

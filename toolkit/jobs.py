@@ -148,7 +148,7 @@ class EvalJob(Job):
     datasets: list[Path]
     tasks: list[TaskName] = Field(default_factory=lambda: list(TASKS))
     max_drop: float = Field(1.0, ge=0, le=100)
-    threads: int = Field(0, ge=0)        # 0: all cores (OMP_NUM_THREADS where set)
+    threads: int = Field(0, ge=0)        # 0: all cores
     skip_bad_labels: bool = False
     limit: Optional[int] = Field(None, ge=1)
 
@@ -210,7 +210,7 @@ class VerifyJob(VerifyOptions):
     datasets: list[Path]
     tasks: list[TaskName] = Field(default_factory=lambda: list(TASKS))
     threads: Optional[int] = Field(None, ge=1)          # default: the target's
-    host_threads: int = Field(0, ge=0)                  # Paddle Inference on the host; 0: all cores (OMP_NUM_THREADS where set)
+    host_threads: int = Field(0, ge=0)                  # Paddle Inference on the host; 0: all cores
     timeout_s: float = Field(3600, gt=0)                # per runner batch on the device
 
 

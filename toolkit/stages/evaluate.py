@@ -34,8 +34,7 @@ PRECISIONS = ("float", "quant")
 
 def predictor(model_dir: Path, int8: bool = False, threads: int = 0, optimize: bool = True, keep_is_test: bool = False):
     """A Paddle Inference predictor on CPU with oneDNN; `int8` switches on oneDNN's int8 execution
-    of a quantized model (the way to serve one on x86). `threads` 0: this process's share of the
-    cores, OMP_NUM_THREADS where a parent set it (det and rec side by side), else all. `keep_is_test`: the program's own is_test
+    of a quantized model (the way to serve one on x86). `keep_is_test`: the program's own is_test
     attributes stand (Paddle's pass sets them all, and oneDNN then caches every conv's weights
     after the first run, wrong where a program computes them; see quantize/gated.py)."""
     from toolkit.engine import paddle
@@ -45,7 +44,7 @@ def predictor(model_dir: Path, int8: bool = False, threads: int = 0, optimize: b
 
     cfg = pi.Config(str(model_dir / "inference.pdmodel"), str(model_dir / "inference.pdiparams"))
     cfg.disable_gpu()
-    cfg.set_cpu_math_library_num_threads(threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)
+    cfg.set_cpu_math_library_num_threads(threads or os.cpu_count() or 1)
     cfg.disable_glog_info()
     if optimize:
         cfg.switch_ir_optim(True)

@@ -10,6 +10,7 @@ fake-quantized and the float value exactly, so one predictor runs every combinat
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -23,6 +24,13 @@ SWITCHES = "toolkit_switches"
 # declare the attribute (paddle/fluid/framework/ir/is_test_pass.cc); oneDNN's transposed conv requires it.
 IS_TEST_OPS = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "pool2d", "relu", "sigmoid", "hard_sigmoid",
                "hard_swish", "swish", "leaky_relu", "relu6", "tanh", "sqrt", "abs", "exp", "pow", "gelu", "softmax")
+
+
+def threads() -> int:
+    """This process's share of the cores for the search's predictors: OMP_NUM_THREADS (a parent sets
+    it for det and rec side by side; importing paddle sets it to 1 where nothing did, so a lone
+    process gets 1 too, unlike evaluate's predictors, which take every core)."""
+    return int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
 
 
 def _saved_predictor(layer, input_spec: list, computed_weights: bool = False):
@@ -39,7 +47,7 @@ def _saved_predictor(layer, input_spec: list, computed_weights: bool = False):
         pd.jit.save(static, str(Path(tmp) / "inference"))
         if computed_weights:
             _is_test_except_computed_filters(Path(tmp) / "inference.pdmodel")
-        return predictor(Path(tmp), keep_is_test=computed_weights)
+        return predictor(Path(tmp), threads=threads(), keep_is_test=computed_weights)
 
 
 def _is_test_except_computed_filters(path: Path) -> None:

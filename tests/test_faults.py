@@ -234,11 +234,15 @@ def test_ctrl_c_says_how_to_continue_and_resume_logs_each_step_once(small_data, 
     args = ["quantize", "--tasks", "det", "--data", str(small_data), "--steps", "4", "--no-search", "-O", "Quant.save_every=1",
             "-O", "Quant.crop_size=160", "--run-dir", str(run)]
     exe = Path(sys.executable).with_name("toolkit")
-    proc = subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = run / "quant" / "det" / "ckpt" / "step_000002.pdparams"
+    # As from a terminal: a shell without job control starts background commands with SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler (a CI script run with `&`).
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    log = run / "quant" / "det" / "train_log.jsonl"  # two steps done (checkpoints rotate; the log does not)
     deadline = time.monotonic() + 600
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    while (not log.exists() or len(log.read_text().splitlines()) < 2) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "training ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]

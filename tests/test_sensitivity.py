@@ -76,3 +76,17 @@ def test_gated_program_runs_each_switch_setting_exactly(calibrated_rec):
     eager.quantize_only(set(eager.layers))
     assert max(float(np.abs(a - b).max()) for a, b in zip(first["none"], ref)) < 5e-3
     assert not [k for k in loaded.model.state_dict() if ".quant." in k]  # no gate left in the eager model
+
+
+def test_search_predictors_take_the_share_of_cores_the_process_was_started_with():
+    """Importing paddle sets OMP_NUM_THREADS=1 where it was unset; the search must still use every
+    core in a lone process, and keep to 1 where a parent (det and rec side by side) asked for 1."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from toolkit.engine import paddle; paddle(); from toolkit.stages.quantize.gated import threads; print(threads())"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    lone = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    child = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, check=True)
+    assert int(lone.stdout.split()[-1]) == os.cpu_count() and int(child.stdout.split()[-1]) == 1

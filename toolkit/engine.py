@@ -37,9 +37,19 @@ def ppocr_root() -> Path:
     return root
 
 
+_THREADS_ASKED: list[int] = []
+
+
+def threads_asked() -> int:
+    """OMP_NUM_THREADS as the process was started with (a parent's share of the cores), 0 if unset.
+    Read before paddle is imported: importing paddle sets it to 1 where nothing did."""
+    return _THREADS_ASKED[0] if _THREADS_ASKED else int(os.environ.get("OMP_NUM_THREADS") or 0)
+
+
 @lru_cache(maxsize=None)
 def paddle():
     """Import paddle after the zlib users, with the old program IR that Paddle Lite reads."""
+    _THREADS_ASKED.append(threads_asked())
     os.environ.setdefault("FLAGS_enable_pir_api", "0")
     os.environ.setdefault("GLOG_minloglevel", "2")
     import zlib  # noqa: F401

@@ -181,7 +181,7 @@ def run_cmd(quant: QuantOptions, target: Optional[List[str]] = TARGETS, all_targ
         report = run_all(job, run, ui, deploy_to=spec)
     lines = [metrics_table(report["metrics"])]
     for name, t in report["targets"].items():
-        lines += [f"{name:<16} {task}: int8 {t[task]['int8_nb_bytes'] / 1e6:.2f} MB = {t[task]['size_ratio']:.0%} of float, "
+        lines += [f"{name:<16} {task}: int8 {t[task]['int8_nb_bytes'] / 1e6:.2f} MB = {t[task]['size_ratio']:.1%} of float, "
                   f"{t[task]['int8_ops']} int8 ops" for task in ts if task in t]
         if "bundle" in t:
             lines.append(f"{name:<16} bundle: {t['bundle']['path']}")

@@ -1,6 +1,8 @@
-"""The files through which a stage runs in another process (a container, a child Python):
-RUN/jobs/NAME.job.json goes in, RUN/jobs/NAME.result.json comes out (toolkit/runners/worker.py
-reads the one and writes the other)."""
+"""The files through which a stage runs in another process (a container, a child Python, the
+ranks of a data-parallel QAT): RUN/jobs/NAME.job.json goes in (`{"stage", "job"}`), and
+RUN/jobs/NAME.result.json comes out (`{"result"}` or `{"error": {"message", "hint"}}`).
+toolkit/runners/worker.py and the ranks (stages/quantize/distributed.py) read the one and write
+the other, here and nowhere else."""
 
 from __future__ import annotations
 
@@ -18,6 +20,19 @@ def write_job(run: RunDir, stage: str, job) -> tuple[str, Path]:
     atomic_write_json(job_file, {"stage": stage, "job": json.loads(job.model_dump_json())})
     result_file.unlink(missing_ok=True)
     return name, result_file
+
+
+def read_job(run: RunDir, name: str) -> tuple[str, object, Path]:
+    """The stage and job model of RUN/jobs/NAME.job.json, and the result file to write."""
+    from toolkit.jobs import STAGE_JOBS
+
+    job_file, result_file = run.job_files(name)
+    envelope = json.loads(job_file.read_text())
+    return envelope["stage"], STAGE_JOBS[envelope["stage"]].model_validate(envelope["job"]), result_file
+
+
+def write_result(result_file: Path, result=None, error: ToolkitError | None = None) -> None:
+    atomic_write_json(result_file, {"error": {"message": error.message, "hint": error.hint}} if error else {"result": result})
 
 
 def read_result(result_file: Path, name: str, where: str, code: int | None, tail: str, prefix: bool = True) -> dict:

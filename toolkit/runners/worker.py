@@ -9,12 +9,11 @@ and stderr are only for people (progress lines).
 
 from __future__ import annotations
 
-import json
 import sys
 
 from toolkit.errors import ToolkitError
-from toolkit.jobs import STAGE_JOBS
-from toolkit.rundir import RunDir, atomic_write_json
+from toolkit.rundir import RunDir
+from toolkit.runners.jobfiles import read_job, write_result
 
 
 def _progress(desc: str):
@@ -38,11 +37,10 @@ def work(run_dir: str, name: str) -> int:
     from toolkit.runners.local import LocalRunner
 
     run = RunDir(run_dir, create=False)
-    job_file, result_file = run.job_files(name)
+    _, result_file = run.job_files(name)
     try:
-        envelope = json.loads(job_file.read_text())
-        stage = envelope["stage"]
-        job = _here(STAGE_JOBS[stage].model_validate(envelope["job"]))
+        stage, job, result_file = read_job(run, name)
+        job = _here(job)
         local = LocalRunner()
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
         if stage == "quantize":
@@ -51,10 +49,10 @@ def work(run_dir: str, name: str) -> int:
             result = local.evaluate(job, run, log, progress=_progress)
         else:
             result = getattr(local, stage)(job, run, log)
-        atomic_write_json(result_file, {"result": result})
+        write_result(result_file, result)
         return 0
     except ToolkitError as exc:
-        atomic_write_json(result_file, {"error": {"message": exc.message, "hint": exc.hint}})
+        write_result(result_file, error=exc)
         return 2
 
 

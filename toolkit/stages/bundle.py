@@ -69,9 +69,15 @@ def build_bundle(job: BundleJob, run: RunDir, target: Target) -> dict:
     """Assemble bundle/<target>/ in a temp dir and rename it into place."""
     if not run.metrics_path().exists():
         raise ToolkitError("no evaluation results in this run directory", hint=f"run `toolkit evaluate --run-dir {run.root}` first: a bundle carries its metrics")
-    from toolkit.stages.evaluate import summarize_metrics
+    from toolkit.stages.evaluate import still_valid, summarize_metrics
 
-    metrics = summarize_metrics(read_json(run.metrics_path(), "eval/metrics.json"))
+    read_json(run.metrics_path(), "eval/metrics.json")  # a damaged file is named here, not taken for an empty one
+    measured = still_valid(run, exclude=[])  # the entries measured on the models as they are now
+    missing = [t for t in job.tasks if t not in measured]
+    if missing:
+        raise ToolkitError(f"eval/metrics.json has no figures for {', '.join(missing)} measured on the current models",
+                           hint=f"run `toolkit evaluate --run-dir {run.root} --tasks {','.join(missing)}` first: a bundle carries its metrics")
+    metrics = summarize_metrics({t: measured[t] for t in job.tasks})
     versions = engine_versions()
     models = {task: checked_nb(run, target.name, task) for task in job.tasks}
     with atomic_dir(run.bundle_dir(target.name)) as tmp:

@@ -25,21 +25,50 @@ from toolkit.tasks import get_task
 
 # Attributes Paddle writes for its own training and executors (oneDNN, cuDNN) that Paddle Lite never
 # reads: no line of Lite v2.12's operators, passes or ARM kernels names them (use_mkldnn: only
-# transpose's op param, which no ARM kernel uses). Paddle Inference fills them back in with its
-# defaults, which is what they held. Lite copies every attribute into the .nb at ~60 bytes each.
+# transpose's op param, which no ARM kernel uses; use_quantizer: pool's, which the ARM pooling
+# functions take but never use). Paddle Inference fills them back in with its
+# defaults, which is what they held (use_cudnn, True on convolutions, only matters on a GPU;
+# use_quantizer is False everywhere, the default of both). Lite copies every attribute into the .nb
+# at ~60 bytes each.
 UNREAD_BY_LITE = ("with_quant_attr", "op_device", "op_role", "op_role_var", "op_namescope", "op_callstack",
                   "use_mkldnn", "mkldnn_data_type", "force_fp32_output", "use_addto", "exhaustive_search",
                   "fuse_residual_connection", "fuse_relu_before_depthwise_conv", "fuse_alpha", "fuse_beta", "fuse_activation",
-                  "Scale_in", "Scale_in_eltwise", "Scale_out", "Scale_weights", "Scale_x", "Scale_y", "workspace_size_MB")
+                  "Scale_in", "Scale_in_eltwise", "Scale_out", "Scale_weights", "Scale_x", "Scale_y", "workspace_size_MB",
+                  "use_cudnn", "use_quantizer")
+
+# Lite reads is_test on these op types only; elsewhere it is dropped, and Paddle Inference's is_test
+# pass sets it back on every op that can have it (fake-quant ops keep theirs: opt removes them).
+# (data_format, read by Lite only on pad and transpose ops, stays: without it oneDNN picks other
+# convolution kernels and Paddle Inference's outputs move by up to 0.03.)
+LITE_READS_IS_TEST = {"batch_norm", "dropout", "lookup_table", "lookup_table_v2", "rnn"}
 
 
-def prepare_for_lite(model_dir: Path) -> int:
+def _unread_attrs(op) -> list[str]:
+    """The attributes of one op that Lite 2.12 does not read (see the tables above). Thresholds of an
+    op's inputs (`Filter0_threshold`, per channel: 40 kB of det's int8 .nb; `X0_threshold`, ...) go
+    too: opt takes weight scales from the fake-quant ops and reads only output thresholds, and of
+    those only `out_threshold` where an op has it (`Out0_threshold` beside it goes)."""
+    kind = op.type()
+    inputs, outputs = set(op.input_names()), set(op.output_names())
+    # has_attr, not attr_names(): Paddle keeps its runtime-only attributes (use_mkldnn, is_test, ...) apart
+    unread = [a for a in UNREAD_BY_LITE if op.has_attr(a)]
+    if op.has_attr("is_test") and kind not in LITE_READS_IS_TEST and not kind.startswith("fake_"):
+        unread.append("is_test")
+    for name in op.attr_names():
+        arg = name[:-len("_threshold")].rstrip("0123456789") if name.endswith("_threshold") else ""
+        if (arg in inputs and arg not in outputs) or (arg in outputs and op.has_attr("out_threshold")):
+            unread.append(name)
+    return unread
+
+
+def prepare_for_lite(model_dir: Path, drop_unread: bool = True) -> int:
     """Rewrite the exported program for Paddle Lite, exactly (the same numbers come out):
 
     - `elementwise_add(conv, reshape2(bias))` becomes `elementwise_add(conv, bias, axis=1)`: Paddle
       2.6 exports every conv bias through a reshape2 that Lite 2.12 cannot fold, leaving two extra
       ops per conv in the .nb and blocking conv+bias fusion (int8 models then keep extra calib ops);
-    - attributes Lite never reads are dropped (UNREAD_BY_LITE; 5% of the det int8 .nb).
+    - attributes Lite never reads are dropped (`_unread_attrs`; 5% + 4% of the det int8 .nb), unless
+      `drop_unread` is off (the test that shows this changes nothing needs both).
 
     Returns how many reshapes were removed."""
     import collections
@@ -76,10 +105,9 @@ def prepare_for_lite(model_dir: Path) -> int:
         block._remove_op(i, i + 1)
         for name in outs:
             block._remove_var(name.encode())
-    for i in range(block.op_size()):
-        for attr in UNREAD_BY_LITE:
-            if block.op(i).has_attr(attr):
-                block.op(i).remove_attr(attr)
+    for i in range(block.op_size() if drop_unread else 0):
+        for attr in _unread_attrs(block.op(i)):
+            block.op(i).remove_attr(attr)
     atomic_write_bytes(path, desc.serialize_to_string())
     return len(folded)
 
@@ -99,8 +127,9 @@ def save_float(loaded: LoadedModel, out_dir: Path, for_lite: bool = True) -> Pat
     return out_dir
 
 
-def save_quantized(source: ModelSource, qat_state: Path, settings: QuantSettings, out_dir: Path) -> Path:
-    """Rebuild the QAT-wrapped model (PACT off), load the trained state, save the fake-quant model."""
+def save_quantized(source: ModelSource, qat_state: Path, settings: QuantSettings, out_dir: Path, for_lite: bool = True) -> Path:
+    """Rebuild the QAT-wrapped model (PACT off), load the trained state, save the fake-quant model
+    (`for_lite` as in save_float)."""
     from toolkit.engine import paddle
 
     pd = paddle()
@@ -117,7 +146,8 @@ def save_quantized(source: ModelSource, qat_state: Path, settings: QuantSettings
     loaded.model.eval()
     with atomic_dir(out_dir) as tmp:
         quanter.save_quantized_model(loaded.model, str(tmp / "inference"), input_spec=get_task(source.task).input_spec(loaded.config))
-        prepare_for_lite(tmp)
+        if for_lite:
+            prepare_for_lite(tmp)
     return out_dir
 
 

@@ -2,7 +2,8 @@
 
 The `toolkit quantize --devices 0,1,2,3` (GPUs) or `--nproc N` (CPU processes, gloo backend)
 process is the parent: it runs the pre-training float-fallback search once (search.json, which
-every rank reads), writes the job to RUN/jobs/quantize-<task>.job.json, and starts the launcher in
+every rank reads), writes the job to RUN/jobs/quantize-<task>.job.json (runners/jobfiles.py, as for
+any stage run in another process), and starts the launcher in
 collective mode with `-m toolkit.stages.quantize.distributed RUN NAME` as each rank's program; with
 `--nodes host1,host2 --master host1:port` each node runs the same command and its launcher
 joins the others through the master. Each rank runs the one QAT loop, train.run_qat, with
@@ -30,8 +31,9 @@ from typing import Callable
 
 from toolkit.errors import ToolkitError
 from toolkit.jobs import Distributed, QuantJob
-from toolkit.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
+from toolkit.rundir import RunDir
 from toolkit.runners.envs import child_python_env
+from toolkit.runners.jobfiles import read_job, read_result, write_job, write_result
 from toolkit.stages.quantize.ops import set_device
 from toolkit.stages.quantize.train import TrainLogFollower, latest_checkpoint, run_qat, search_before_training
 
@@ -130,10 +132,7 @@ def launch(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], Non
             if f.is_file():
                 f.unlink()
     log_dir.mkdir(parents=True, exist_ok=True)
-    name = f"quantize-{job.task}"
-    job_file, result_file = run.job_files(name)
-    atomic_write_bytes(job_file, job.model_dump_json(indent=1).encode())
-    result_file.unlink(missing_ok=True)
+    name, result_file = write_job(run, "quantize", job)
     argv = launcher_argv(dist, log_dir, run.root, name, job.task)
     env = child_python_env(PYTHONUNBUFFERED="1")
     if job.options.device != "gpu":
@@ -157,9 +156,7 @@ def launch(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], Non
             raise
     if code != 0:
         raise _failure(job, world, code, log_dir)
-    if not result_file.exists():
-        raise ToolkitError(f"QAT {job.task}: the ranks finished but rank 0 wrote no {result_file}", hint=f"see {log_dir}/workerlog.0")
-    info = read_json(result_file, "rank result")
+    info = read_result(result_file, f"QAT {job.task}", "rank 0", code, f"see {log_dir}/workerlog.0", prefix=False)
     info["distributed"] = {"world_size": world, "logs": str(log_dir), **dist.model_dump()}
     return info
 
@@ -187,8 +184,7 @@ def worker(run_dir: str, name: str) -> int:
 
     try:
         run = RunDir(run_dir, create=False)
-        job_file, result_file = run.job_files(name)
-        job = QuantJob.model_validate_json(job_file.read_text())
+        _, job, result_file = read_job(run, name)
         pd = paddle()
         set_device(job.options.device)
         pd.distributed.init_parallel_env()
@@ -196,7 +192,7 @@ def worker(run_dir: str, name: str) -> int:
         print(f"toolkit QAT {job.task}: rank {rank} of {world}, pid {os.getpid()}", file=sys.stderr, flush=True)
         info = run_qat(job, run, rank=rank, world=world)
         if rank == 0:
-            atomic_write_json(result_file, info)
+            write_result(result_file, info)
     except ToolkitError as exc:
         print(f"error: {exc.message}", file=sys.stderr, flush=True)
         if exc.hint:

@@ -27,10 +27,11 @@ IS_TEST_OPS = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "pool2d", "relu
 
 
 def threads() -> int:
-    """This process's share of the cores for the search's predictors: OMP_NUM_THREADS (a parent sets
-    it for det and rec side by side; importing paddle sets it to 1 where nothing did, so a lone
-    process gets 1 too, unlike evaluate's predictors, which take every core)."""
-    return int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
+    """This process's share of the cores for the search's predictors: the OMP_NUM_THREADS it was
+    started with (a parent sets it for det and rec side by side), else every core."""
+    from toolkit.engine import threads_asked
+
+    return threads_asked() or os.cpu_count() or 1
 
 
 def _saved_predictor(layer, input_spec: list, computed_weights: bool = False):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_failure, toolkit
+from conftest import assert_clean_failure, copy_tree, toolkit
 
 from devices import harness
 from devices.harness import AdbDevice, AdbServer, Sshd, make_bundle
@@ -356,14 +356,19 @@ def test_verify_with_the_standin_runner_compares_nothing(tmp_path, runner, sshd,
 
     run = tmp_path / "run"
     make_bundle(run, "linux-arm64", runner)
+    other = copy_tree(small_data, tmp_path / "other")  # a second dataset tops up det pages the first lacks (it has 4)
+    meta = json.loads((other / "dataset.json").read_text())
+    (other / "dataset.json").write_text(json.dumps({**meta, "name": "other"}))
     RunDir(run).update_state(sources={t: {"spec": f"zoo:ppocrv4-mobile-{t}", "overrides": []} for t in ("det", "rec")},
-                             datasets=[str(small_data)])
+                             datasets=[str(small_data), str(other)])
     spec = f"ssh:root@127.0.0.1:{sshd.port}"
     p, res = deploy_json(adb_server, "--target", "linux-arm64", "--run-dir", run, "--device", spec, "--ssh-key", sshd.key,
-                         "--known-hosts", sshd.known_hosts, "--verify", "--verify-samples", "1,2,1")
+                         "--known-hosts", sshd.known_hosts, "--verify", "--verify-samples", "6,2,1")
     assert p.returncode == 0, p.stderr
     out = res["devices"][0]["verify"]
-    assert out["standin"] is True and out["ok"] and "det" not in out and out["samples"] == {"det": 1, "rec": 2, "pipeline": 1}
+    assert out["standin"] is True and out["ok"] and "det" not in out and out["samples"] == {"det": 6, "rec": 2, "pipeline": 1}
+    first = small_data.name  # a dataset without a name in dataset.json is named by its folder
+    assert out["datasets"] == {"det": {first: 4, "other": 2}, "rec": {first: 2}, "pipeline": {first: 1}}
     report = json.loads((run / "report.json").read_text())
     assert report["metrics"]["det"]["device"]["standin"] is True
     root = "/opt/ppocr"

@@ -69,7 +69,8 @@ def verify(job: VerifyJob, run: RunDir, transport, out_dir: Path, log: Log | Non
 
     for kind, items in samples.items():  # the runner reads the images where they land on the device
         write_batch(out_dir / "inputs" / f"list-{kind}.tsv", [(RUNNER_KIND[kind], x["id"], f"{remote}/{x['png']}") for x in items])
-    result: dict = {"device": transport.name, "standin": False, "samples": {k: len(v) for k, v in samples.items()}}
+    result: dict = {"device": transport.name, "standin": False, "samples": {k: len(v) for k, v in samples.items()},
+                    "datasets": {k: _counts(x["dataset"] for x in v) for k, v in samples.items() if v}}
     outputs: dict[str, dict] = {}
     try:
         transport.push_dir(out_dir / "inputs", remote)
@@ -104,6 +105,12 @@ def verify(job: VerifyJob, run: RunDir, transport, out_dir: Path, log: Log | Non
     return result
 
 
+def _counts(names) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter(names))
+
+
 def _q(s: str) -> str:
     from toolkit.devices.base import q
 
@@ -112,7 +119,9 @@ def _q(s: str) -> str:
 
 # ------------------------------------------------------------------ inputs
 def _samples(job: VerifyJob, inputs: Path) -> dict[str, list[dict]]:
-    """The first eval samples of the judged dataset, as PNG files plus list-<kind>.tsv for the runner."""
+    """The first eval samples of the judged dataset, then of the others where it has fewer than
+    asked (a device check wants enough pages; the real set's eval split may be small), as PNG
+    files plus list-<kind>.tsv for the runner."""
     import cv2
 
     from toolkit.data.datasets import judged, load_split, open_datasets
@@ -125,14 +134,15 @@ def _samples(job: VerifyJob, inputs: Path) -> dict[str, list[dict]]:
     for kind, (task, count) in wanted.items():
         if task not in job.tasks or not count or (kind == "pipeline" and "rec" not in job.tasks):
             continue
-        ds = judged(datasets, task)
-        if ds is None:
+        first = judged(datasets, task)
+        if first is None:
             raise ToolkitError(f"no {task} eval split to verify on in {', '.join(str(d.path) for d in datasets)}",
                                hint=f"a dataset with {task}/eval.txt")
-        for i, s in enumerate(load_split(task, ds, "eval", job.sources[task].load_config(), skip_bad=True)[:count]):
-            name = f"{kind}-{i}"
-            cv2.imwrite(str(inputs / "images" / f"{name}.png"), read_image(s.image))
-            out[kind].append({"id": name, "image": str(s.image), "png": f"images/{name}.png", "sample": s})
+        for ds in [first] + [d for d in datasets if d is not first and d.has(task, "eval")]:
+            for s in load_split(task, ds, "eval", job.sources[task].load_config(), skip_bad=True)[:count - len(out[kind])]:
+                name = f"{kind}-{len(out[kind])}"
+                cv2.imwrite(str(inputs / "images" / f"{name}.png"), read_image(s.image))
+                out[kind].append({"id": name, "image": str(s.image), "dataset": ds.name, "png": f"images/{name}.png", "sample": s})
     return out
 
 

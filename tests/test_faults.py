@@ -263,6 +263,7 @@ def test_side_by_side_training_a_failed_task_keeps_the_others_work(small_data, t
     proc = toolkit("run", "--run-dir", run, "--data", data, "--steps", "1", "--no-search", "--max-drop", "100")
     assert_fault(proc, "3 image(s)", "det/train.txt:1:", "--skip-bad-labels")
     assert "side by side" in proc.stderr and "rec: failed" not in proc.stderr, proc.stderr[-3000:]
+    assert "rec: training done; the check of the trained model and export follow" in proc.stderr, proc.stderr[-3000:]
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert {"quantize:rec", "export:rec"} <= set(stages) and "quantize:det" not in stages, stages.keys()
     assert (run / "jobs" / "quantize-rec.log").exists() and (run / "quant" / "rec" / "model" / "inference.pdmodel").exists()

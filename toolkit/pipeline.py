@@ -65,7 +65,15 @@ def train_and_export(job: RunJob, run: RunDir, runner, datasets: list[Path], ui,
             timed(f"export:{task}", lambda t=task: runner.export(export_job(t), run))
         return
     threads = max(1, cores // len(jobs))
-    followers = [TrainLogFollower(q, run, ui.progress(f"QAT {t}")) for t, q in jobs.items() if q.options.method == "qat"]
+    followers = {t: TrainLogFollower(q, run, ui.progress(f"QAT {t}")) for t, q in jobs.items() if q.options.method == "qat"}
+    announced: set[str] = set()
+
+    def poll() -> None:
+        for t, f in followers.items():
+            f.poll()
+            if f.finished and t not in announced:  # else the bar sits at 100% for the check and export
+                announced.add(t)
+                ui.log(f"{t}: training done; the check of the trained model and export follow (output in {run.job_log('*').parent})")
 
     def pair(task: str, q) -> dict:
         try:
@@ -82,13 +90,12 @@ def train_and_export(job: RunJob, run: RunDir, runner, datasets: list[Path], ui,
             futures = [pool.submit(pair, t, q) for t, q in jobs.items()]
             try:
                 while not all(f.done() for f in futures):
-                    for f in followers:
-                        f.poll()
+                    poll()
                     time.sleep(0.5)
             except BaseException:
                 runner.stop_children()
                 raise
-        for f in followers:
+        for f in followers.values():
             f.poll()
         return {t: f.result() for t, f in zip(jobs, futures)}
 

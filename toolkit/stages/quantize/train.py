@@ -58,6 +58,11 @@ class TrainLogFollower:
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
 
+    @property
+    def finished(self) -> bool:
+        """Every step logged: what the process does now (the check after QAT, export) has no bar."""
+        return self.seen >= self.total
+
     def poll(self) -> None:
         if self.progress is None or not self.path.exists() or (self.stale is not None and self._stamp() == self.stale):
             return

@@ -139,6 +139,8 @@ def _samples(job: VerifyJob, inputs: Path) -> dict[str, list[dict]]:
             raise ToolkitError(f"no {task} eval split to verify on in {', '.join(str(d.path) for d in datasets)}",
                                hint=f"a dataset with {task}/eval.txt")
         for ds in [first] + [d for d in datasets if d is not first and d.has(task, "eval")]:
+            if len(out[kind]) >= count:
+                break  # loading a split decodes every image of it
             for s in load_split(task, ds, "eval", job.sources[task].load_config(), skip_bad=True)[:count - len(out[kind])]:
                 name = f"{kind}-{len(out[kind])}"
                 cv2.imwrite(str(inputs / "images" / f"{name}.png"), read_image(s.image))

@@ -22,13 +22,12 @@ def write_job(run: RunDir, stage: str, job) -> tuple[str, Path]:
     return name, result_file
 
 
-def read_job(run: RunDir, name: str) -> tuple[str, object, Path]:
-    """The stage and job model of RUN/jobs/NAME.job.json, and the result file to write."""
+def read_job(run: RunDir, name: str) -> tuple[str, object]:
+    """The stage and job model of RUN/jobs/NAME.job.json."""
     from toolkit.jobs import STAGE_JOBS
 
-    job_file, result_file = run.job_files(name)
-    envelope = json.loads(job_file.read_text())
-    return envelope["stage"], STAGE_JOBS[envelope["stage"]].model_validate(envelope["job"]), result_file
+    envelope = json.loads(run.job_files(name)[0].read_text())
+    return envelope["stage"], STAGE_JOBS[envelope["stage"]].model_validate(envelope["job"])
 
 
 def write_result(result_file: Path, result=None, error: ToolkitError | None = None) -> None:

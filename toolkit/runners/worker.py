@@ -39,7 +39,7 @@ def work(run_dir: str, name: str) -> int:
     run = RunDir(run_dir, create=False)
     _, result_file = run.job_files(name)
     try:
-        stage, job, result_file = read_job(run, name)
+        stage, job = read_job(run, name)
         job = _here(job)
         local = LocalRunner()
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731

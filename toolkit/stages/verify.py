@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 import time
 from pathlib import Path
 from typing import Callable
@@ -70,7 +71,7 @@ def verify(job: VerifyJob, run: RunDir, transport, out_dir: Path, log: Log | Non
     for kind, items in samples.items():  # the runner reads the images where they land on the device
         write_batch(out_dir / "inputs" / f"list-{kind}.tsv", [(RUNNER_KIND[kind], x["id"], f"{remote}/{x['png']}") for x in items])
     result: dict = {"device": transport.name, "standin": False, "samples": {k: len(v) for k, v in samples.items()},
-                    "datasets": {k: _counts(x["dataset"] for x in v) for k, v in samples.items() if v}}
+                    "datasets": {k: dict(Counter(x["dataset"] for x in v)) for k, v in samples.items() if v}}
     outputs: dict[str, dict] = {}
     try:
         transport.push_dir(out_dir / "inputs", remote)
@@ -105,12 +106,6 @@ def verify(job: VerifyJob, run: RunDir, transport, out_dir: Path, log: Log | Non
     return result
 
 
-def _counts(names) -> dict[str, int]:
-    from collections import Counter
-
-    return dict(Counter(names))
-
-
 def _q(s: str) -> str:
     from toolkit.devices.base import q
 
@@ -130,6 +125,7 @@ def _samples(job: VerifyJob, inputs: Path) -> dict[str, list[dict]]:
     datasets = open_datasets(job.datasets)
     (inputs / "images").mkdir()
     out: dict[str, list[dict]] = {"det": [], "rec": [], "pipeline": []}
+    splits: dict[tuple[str, Path], list] = {}
     wanted = {"det": ("det", job.det_images), "rec": ("rec", job.rec_lines), "pipeline": ("det", job.pipeline_images)}
     for kind, (task, count) in wanted.items():
         if task not in job.tasks or not count or (kind == "pipeline" and "rec" not in job.tasks):
@@ -141,7 +137,9 @@ def _samples(job: VerifyJob, inputs: Path) -> dict[str, list[dict]]:
         for ds in [first] + [d for d in datasets if d is not first and d.has(task, "eval")]:
             if len(out[kind]) >= count:
                 break  # loading a split decodes every image of it
-            for s in load_split(task, ds, "eval", job.sources[task].load_config(), skip_bad=True)[:count - len(out[kind])]:
+            if (task, ds.path) not in splits:  # det pages serve both the det and the pipeline samples
+                splits[task, ds.path] = load_split(task, ds, "eval", job.sources[task].load_config(), skip_bad=True)
+            for s in splits[task, ds.path][:count - len(out[kind])]:
                 name = f"{kind}-{len(out[kind])}"
                 cv2.imwrite(str(inputs / "images" / f"{name}.png"), read_image(s.image))
                 out[kind].append({"id": name, "image": str(s.image), "dataset": ds.name, "png": f"images/{name}.png", "sample": s})

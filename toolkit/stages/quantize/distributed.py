@@ -184,7 +184,8 @@ def worker(run_dir: str, name: str) -> int:
 
     try:
         run = RunDir(run_dir, create=False)
-        _, job, result_file = read_job(run, name)
+        _, job = read_job(run, name)
+        result_file = run.job_files(name)[1]
         pd = paddle()
         set_device(job.options.device)
         pd.distributed.init_parallel_env()

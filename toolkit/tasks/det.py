@@ -211,7 +211,9 @@ class DetTask(Task):
                 for s, f, q in zip(samples, float_pred, quant_pred) if len(f) != len(q)]
 
     def device_summary(self, f: dict) -> str:
-        return (f"map cosine min {f['cosine_min']:.4f}, {100 * (f.get('flipped_mean') or 0):.2f}% pixels flip; "
+        noise = (f.get("host_noise") or {}).get("cosine_min")
+        return (f"map cosine min {f['cosine_min']:.4f}" + (f" (two host implementations: {noise:.4f})" if noise is not None else "")
+                + f", {100 * (f.get('flipped_mean') or 0):.2f}% pixels flip; "
                 f"hmean {f['hmean_device']:.4f} device vs {f['hmean_host']:.4f} host ({f['images']} images)")
 
     def runtime_config(self, cfg: dict) -> dict:

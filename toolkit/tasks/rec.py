@@ -192,8 +192,9 @@ class RecTask(Task):
                 for s, f, q in zip(samples, float_pred, quant_pred) if f != q]
 
     def device_summary(self, f: dict) -> str:
-        return (f"{100 * f['identical']:.1f}% lines identical; accuracy {f['acc_device']:.4f} device vs {f['acc_host']:.4f} host "
-                f"({f['lines']} lines)")
+        noise = (f.get("host_noise") or {}).get("identical")
+        return (f"{100 * f['identical']:.1f}% lines identical" + (f" (two host implementations: {100 * noise:.1f}%)" if noise is not None else "")
+                + f"; accuracy {f['acc_device']:.4f} device vs {f['acc_host']:.4f} host ({f['lines']} lines)")
 
     def bundle_files(self, cfg: dict) -> dict[str, Path]:
         return {self.runtime_config(cfg)["dict"]: Path(cfg["Global"]["character_dict_path"])}

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import Counter
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -237,10 +237,9 @@ def _compare(job: VerifyJob, run: RunDir, samples: dict, outputs: dict) -> dict:
                         "host_score": round(host_score, 4), "device_score": round(float(dev.get("score", 0.0)), 4),
                         **({"error": dev["error"]} if "error" in dev else {})})
         out["rec"] = {"lines": len(per), "identical": _share(per, "device"),
-                      "identical_ignoring_spaces": _share(per, "device", _nospace),
-                      "acc_device": round(sum(p["device"] == p["label"] for p in per) / max(len(per), 1), 4),
-                      "acc_host": round(sum(p["host"] == p["label"] for p in per) / max(len(per), 1), 4),
-                      "host_noise": {"identical": _share(per, "host_native"), "identical_ignoring_spaces": _share(per, "host_native", _nospace)},
+                      "identical_ignoring_spaces": _share(per, "device", norm=_nospace),
+                      "acc_device": _share(per, "device", ref="label"), "acc_host": _share(per, "host", ref="label"),
+                      "host_noise": {"identical": _share(per, "host_native"), "identical_ignoring_spaces": _share(per, "host_native", norm=_nospace)},
                       "differ": [p for p in per if p["host"] != p["device"]]}
     if samples.get("pipeline") and "pipeline" in outputs:
         drop = float(json.loads((run.bundle_dir(job.target.name) / "config.json").read_text()).get("rec", {}).get("drop_score", 0.5))
@@ -254,11 +253,7 @@ def _compare(job: VerifyJob, run: RunDir, samples: dict, outputs: dict) -> dict:
             per.append({"id": s["id"], "image": s["image"], "lines_host": len(host), "lines_device": len(dev),
                         "identical": sum(a == b for a, b in pairs), "differ": [{"host": a, "device": b} for a, b in pairs if a != b][:20],
                         "only_host": only_host[:20], "only_device": only_dev[:20]})
-        out["pipeline"] = {"images": len(per), "lines": tally["lines"], "identical": round(tally["same"] / max(tally["lines"], 1), 4),
-                           "identical_ignoring_spaces": round(tally["same_ns"] / max(tally["lines"], 1), 4),
-                           "host_noise": {"lines": noise["lines"], "identical": round(noise["same"] / max(noise["lines"], 1), 4),
-                                          "identical_ignoring_spaces": round(noise["same_ns"] / max(noise["lines"], 1), 4)},
-                           "per_image": per}
+        out["pipeline"] = {"images": len(per), **_agreement(tally), "host_noise": _agreement(noise), "per_image": per}
     return out
 
 
@@ -273,9 +268,15 @@ def _pair_lines(a: list[dict], b: list[dict], tally: Counter) -> tuple[list[tupl
     return pairs, [a[i]["text"] for i in m.only_a], [b[j]["text"] for j in m.only_b]
 
 
-def _share(per: list[dict], key: str, norm: Callable = lambda t: t) -> float:
-    """The share of lines whose `key` reading equals the host's."""
-    return round(sum(norm(p["host"]) == norm(p[key]) for p in per) / max(len(per), 1), 4)
+def _agreement(tally: Counter) -> dict:
+    """Whole-page figures from a `_pair_lines` tally: lines, share identical, share identical ignoring spaces."""
+    n = max(tally["lines"], 1)
+    return {"lines": tally["lines"], "identical": round(tally["same"] / n, 4), "identical_ignoring_spaces": round(tally["same_ns"] / n, 4)}
+
+
+def _share(per: list[dict], key: str, ref: str = "host", norm: Callable = lambda t: t) -> float:
+    """The share of lines whose `key` reading equals their `ref` (the host's reading, or the label)."""
+    return round(sum(norm(p[ref]) == norm(p[key]) for p in per) / max(len(per), 1), 4)
 
 
 def _nospace(text: str | None) -> str | None:

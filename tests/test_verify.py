@@ -1,7 +1,7 @@
 """The host side of `--verify` (toolkit/stages/verify.py) without a device: CI has no Paddle Lite
 runtime, so the comparison is fed "device" outputs made on the host from the same models, with
-known changes (one map dimmed, one line misread, one page line misread), and must count exactly
-those; the host's own noise (two implementations of the same model) is reported next to them and
+known changes (one map dimmed, one line misread, one page line misread, one page line not found),
+and must count exactly those, telling the det change from the rec one; the host's own noise (two implementations of the same model) is reported next to them and
 named in the failure sentences."""
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def _device_outputs(run, job, samples) -> dict:
     for s in samples["pipeline"]:
         out["pipeline"][s["id"]] = {"lines": host_ocr(read_image(s["image"]), fwd["det"], fwd["rec"], cfgs["det"], cfgs["rec"])}
     out["rec"][samples["rec"][0]["id"]]["text"] += "#"
-    out["pipeline"][samples["pipeline"][0]["id"]]["lines"][0]["text"] += "#"
+    page = out["pipeline"][samples["pipeline"][0]["id"]]["lines"]
+    page[0]["text"] += "#"   # the device's rec misreads a line
+    del page[-1]             # the device's det misses a line
     return out
 
 
@@ -78,8 +80,11 @@ def test_compare_counts_the_differences_and_the_hosts_own_noise(verify_run):
     assert rec["lines"] == 6 and rec["identical"] == round(5 / 6, 4) and rec["identical_ignoring_spaces"] == round(5 / 6, 4)
     assert [p["id"] for p in rec["differ"]] == [samples["rec"][0]["id"]] and rec["differ"][0]["device"].endswith("#")
     assert rec["acc_device"] <= rec["acc_host"]
-    assert pipe["lines"] >= 3 and pipe["identical"] == round((pipe["lines"] - 1) / pipe["lines"], 4)
-    assert pipe["per_image"][0]["differ"][0]["device"].endswith("#")
+    n = pipe["lines"]
+    assert n >= 3 and pipe["identical"] == round((n - 2) / n, 4)
+    assert pipe["per_image"][0]["differ"][0]["device"].endswith("#") and len(pipe["per_image"][0]["only_host"]) == 1
+    # The host's rec on the device's boxes: only the missing line (det's part) is left.
+    assert pipe["device_boxes_host_rec"] == {"lines": n, "identical": round((n - 1) / n, 4), "identical_ignoring_spaces": round((n - 1) / n, 4)}
 
     # The second host implementation (Paddle's own kernels, no IR passes) of these float models reads
     # the synthetic samples as oneDNN does; its figures are the host's, not the device's.
@@ -94,7 +99,14 @@ def test_compare_counts_the_differences_and_the_hosts_own_noise(verify_run):
     noise = f"two host implementations of the model agree on {rec['host_noise']['identical']:.1%}"
     assert "rec reads 83.3% of 6 lines as the host does (< 98%;" in failures[1] and noise in failures[1]
     pipe_job = job.model_copy(update={"pipeline_identical_min": 1.0})
-    assert any(f.startswith("whole pages:") and "two host implementations" in f for f in verify._failures(pipe_job, res))
+    pages = [f for f in verify._failures(pipe_job, res) if f.startswith("whole pages:")]
+    assert len(pages) == 1 and "two host implementations" in pages[0]
+    assert f"the host's rec on the device's boxes: {(n - 1) / n:.1%}" in pages[0]
+
+    # The deploy table's verify cell.
+    from toolkit.cli.devices import _verify_cell
+
+    assert _verify_cell(res) == f"det cos {det['cosine_min']:.4f}, rec 83% same, pages {100 * (n - 2) / n:.1f}% same"
 
     # What report.html prints in the device column.
     line = get_task("rec").device_summary({"device": "d", **rec})

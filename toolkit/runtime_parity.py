@@ -114,8 +114,14 @@ def host_ocr(img: np.ndarray, det: Callable[[np.ndarray], np.ndarray], rec: Call
              det_cfg: dict, rec_cfg: dict, drop_score: float = 0.5) -> list[dict]:
     """det -> boxes -> crop -> rec on the host, with any forward functions (Paddle Inference predictors)."""
     x, shape = det_input(img, det_cfg)
+    return read_lines(img, text_boxes(db_boxes(det(x)[0, 0], shape, det_cfg), img.shape), rec, rec_cfg, drop_score)
+
+
+def read_lines(img: np.ndarray, boxes: Sequence, rec: Callable[[np.ndarray], np.ndarray], rec_cfg: dict,
+               drop_score: float = 0.5) -> list[dict]:
+    """crop -> rec of given boxes (a pipeline's, or a device's), keeping the lines read with at least drop_score."""
     lines = []
-    for box in text_boxes(db_boxes(det(x)[0, 0], shape, det_cfg), img.shape):
+    for box in boxes:
         text, score = decode(rec(rec_input(crop(img, box), rec_cfg)), rec_cfg)
         if score >= drop_score:
             lines.append({"text": text, "score": score, "box": np.asarray(box).astype(int).tolist()})

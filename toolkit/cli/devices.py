@@ -77,9 +77,10 @@ def _verify_cell(v: dict | None) -> str:
         return "-"
     if v.get("standin"):
         return "stand-in"
-    det, rec = v.get("det") or {}, v.get("rec") or {}
+    det, rec, pages = v.get("det") or {}, v.get("rec") or {}, v.get("pipeline") or {}
     return ", ".join(x for x in (f"det cos {det['cosine_min']:.4f}" if det.get("cosine_min") is not None else "",
-                                 f"rec {100 * rec['identical']:.0f}% same" if rec.get("identical") is not None else "") if x) or "-"
+                                 f"rec {100 * rec['identical']:.0f}% same" if rec.get("identical") is not None else "",
+                                 f"pages {100 * pages['identical']:.1f}% same" if pages.get("identical") is not None else "") if x) or "-"
 
 
 @app.command()

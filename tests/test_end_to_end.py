@@ -57,6 +57,34 @@ def test_int8_nb_files_use_int8_kernels_and_are_small(report, main_run):
         assert (main_run / "nb" / "android-arm64" / f"{task}.int8.nb").stat().st_size == t["int8_nb_bytes"]
 
 
+STORED_SCALES = """
+import sys, numpy as np, paddle
+paddle.enable_static()
+exe = paddle.static.Executor(paddle.CPUPlace())
+prog, _, _ = paddle.static.load_inference_model(sys.argv[1] + "/inference", exe)
+scope, n, off = paddle.static.global_scope(), 0, 0
+for op in prog.global_block().ops:
+    if op.type == "fake_channel_wise_quantize_dequantize_abs_max":
+        w = np.abs(np.array(scope.find_var(op.input("X")[0]).get_tensor()))
+        s = np.array(scope.find_var(op.output("OutScale")[0]).get_tensor())
+        m = np.moveaxis(w, op.attr("quant_axis"), 0).reshape(s.size, -1).max(1)
+        n += s.size; off += int(np.sum(np.abs(s - m) > 1e-6 * m + 1e-30))
+print(n, off)
+"""
+
+
+def test_the_exported_weight_scales_are_the_trained_weights(main_run):
+    """Lite's opt quantizes each weight with the scale stored beside it in the exported model, so
+    that scale must be max|w| of the stored weights (tests/test_export.py has why it was not)."""
+    import sys
+
+    for task in ("det", "rec"):
+        out = subprocess.run([sys.executable, "-c", STORED_SCALES, str(main_run / "quant" / task / "model")],
+                             capture_output=True, text=True, check=True).stdout.split()
+        channels, off = int(out[-2]), int(out[-1])
+        assert channels > 5000 and off == 0, (task, channels, off)
+
+
 def test_preparing_for_lite_changes_no_number(main_run, tmp_path):
     """prepare_for_lite folds bias reshapes and drops attributes Lite does not read; neither runtime
     may compute anything else. The main job's det int8 model exported as Paddle writes it, with the

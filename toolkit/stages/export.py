@@ -175,9 +175,9 @@ def refresh_weight_scales(model, probe_shape: tuple[int, ...]) -> int:
     pd = paddle()
     quantized = [(n, layer) for n, layer in model.named_sublayers() if getattr(getattr(layer, "_fake_quant_weight", None), "_scale", None) is not None]
 
-    def stale() -> dict[str, int]:
+    def stale(layers: list) -> dict[str, int]:
         out = {}
-        for name, layer in quantized:
+        for name, layer in layers:
             fq = layer._fake_quant_weight
             w, scale = np.abs(layer.weight.numpy()), fq._scale.numpy().ravel()
             axis = getattr(fq, "_quant_axis", None)
@@ -186,7 +186,7 @@ def refresh_weight_scales(model, probe_shape: tuple[int, ...]) -> int:
                 out[name] = bad
         return out
 
-    before = stale()
+    before = stale(quantized)
     ran: set[str] = set()  # layers off the inference path (rep branches) are not exported
     hooks = [layer.register_forward_post_hook(lambda *_, n=n: ran.add(n)) for n, layer in quantized]
     try:
@@ -195,13 +195,12 @@ def refresh_weight_scales(model, probe_shape: tuple[int, ...]) -> int:
     finally:
         for h in hooks:
             h.remove()
-    quantized = [(n, layer) for n, layer in quantized if n in ran]
-    before = {n: c for n, c in before.items() if n in ran}
-    if left := stale():
+    if left := stale([(n, layer) for n, layer in quantized if n in ran]):
         raise ToolkitError(f"the weight scales of {len(left)} quantized layers (e.g. {next(iter(left))}) still differ from their weights "
                            "after a forward pass: Lite would quantize those weights differently from the host",
-                           hint="a model whose quantized layers are not all on its inference path; report it with the model's config")
-    return sum(before.values())
+                           hint="Lite reads weight scales that are max|w| (weight_quantize_type channel_wise_abs_max or abs_max in "
+                                "the config's Quant section); re-run `toolkit quantize` with one of those")
+    return sum(c for n, c in before.items() if n in ran)
 
 
 def export(job: ExportJob, run: RunDir, log: Callable[[str], None] | None = None) -> dict:

@@ -1,8 +1,8 @@
 """The host side of `--verify` (toolkit/stages/verify.py) without a device: CI has no Paddle Lite
 runtime, so the comparison is fed "device" outputs made on the host from the same models, with
 known changes (one map dimmed, one line misread, one page line misread, one page line not found),
-and must count exactly those, telling the det change from the rec one; the host's own noise (two implementations of the same model) is reported next to them and
-named in the failure sentences."""
+and must count exactly those, telling the det change from the rec one; the host's own noise (two
+implementations of the same model) is reported next to them and named in the failure sentences."""
 
 from __future__ import annotations
 

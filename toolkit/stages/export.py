@@ -171,9 +171,10 @@ def refresh_weight_scales(model, probe_shape: tuple[int, ...]) -> int:
     import numpy as np
 
     from toolkit.engine import paddle
+    from toolkit.stages.quantize.ops import quantized_layers
 
     pd = paddle()
-    quantized = [(n, layer) for n, layer in model.named_sublayers() if getattr(getattr(layer, "_fake_quant_weight", None), "_scale", None) is not None]
+    quantized = [(n, layer) for n, layer in quantized_layers(model).items() if getattr(layer._fake_quant_weight, "_scale", None) is not None]
 
     def stale(layers: list) -> dict[str, int]:
         out = {}

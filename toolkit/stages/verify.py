@@ -255,7 +255,7 @@ def _compare(job: VerifyJob, run: RunDir, samples: dict, outputs: dict) -> dict:
             host = host_ocr(img, fwd["det"], fwd["rec"], cfgs["det"], cfgs["rec"], drop)
             pairs, only_host, only_dev = _pair_lines(host, dev, tally)
             _pair_lines(host, host_ocr(img, fwd_native["det"], fwd_native["rec"], cfgs["det"], cfgs["rec"], drop), noise)
-            _pair_lines(host, read_lines(img, [np.asarray(x["box"], dtype=np.float32) for x in dev], fwd["rec"], cfgs["rec"], drop), det_part)
+            _pair_lines(host, read_lines(img, [x["box"] for x in dev], fwd["rec"], cfgs["rec"], drop), det_part)
             per.append({"id": s["id"], "image": s["image"], "lines_host": len(host), "lines_device": len(dev),
                         "identical": sum(a == b for a, b in pairs), "differ": [{"host": a, "device": b} for a, b in pairs if a != b][:20],
                         "only_host": only_host[:20], "only_device": only_dev[:20]})

@@ -124,6 +124,7 @@ class QuantJob(Job):
     datasets: list[Path]
     options: QuantOptions = Field(default_factory=QuantOptions)
     dist: Optional[Distributed] = None
+    cut_with: Optional[ModelSource] = None   # the det model whose boxes cut extra rec training lines (stages/quantize/det_cut.py)
 
     @property
     def searching(self) -> bool:
@@ -235,9 +236,10 @@ class RunJob(Job):
     quant: QuantOptions = Field(default_factory=QuantOptions)
     runner: Literal["local", "docker", "auto"] = "local"
     command: list[str] = Field(default_factory=lambda: list(sys.argv))
+    cut_with: Optional[ModelSource] = None   # see QuantJob
 
     def quant_job(self, task: str, datasets: list[Path]) -> QuantJob:
-        return QuantJob(task=task, source=self.sources[task], datasets=datasets, options=self.quant)
+        return QuantJob(task=task, source=self.sources[task], datasets=datasets, options=self.quant, cut_with=self.cut_with)
 
 
 STAGE_JOBS: dict[str, type[Job]] = {"quantize": QuantJob, "export": ExportJob, "convert": ConvertJob, "evaluate": EvalJob}

@@ -41,6 +41,7 @@ class RecTask(Task):
     metric = "acc"
     metric_label = "exact-line accuracy"
     counts_correct = True
+    trains_on_det_cuts = True
 
     # ---- shapes
     @staticmethod

@@ -15,7 +15,7 @@ def test_lines_cut_by_det_carry_the_text_of_the_line_they_cover(small_data, tmp_
     datasets = open_datasets([small_data])
     rec_cfg = rec.load_config()
     out = tmp_path / "det-cut"
-    lines, counts = det_cut_lines(det, datasets, rec_cfg, set(), out)
+    lines, counts = det_cut_lines(det, datasets, rec_cfg, set(), out, skip_bad=False)
 
     pages = load_split("det", datasets[0], "train", det.load_config(), skip_bad=False)
     labelled = {t for p in pages for t, ignore in zip(p.texts, p.ignore) if not ignore}
@@ -28,24 +28,10 @@ def test_lines_cut_by_det_carry_the_text_of_the_line_they_cover(small_data, tmp_
 
     # Reused while nothing changed; cut again without the lines the search holds out.
     stamp = (out / "dataset.json").stat().st_mtime_ns
-    assert det_cut_lines(det, datasets, rec_cfg, set(), out)[1] == counts
+    assert det_cut_lines(det, datasets, rec_cfg, set(), out, skip_bad=False)[1] == counts
     assert (out / "dataset.json").stat().st_mtime_ns == stamp
     held = {lines[0].text}
-    again, counts2 = det_cut_lines(det, datasets, rec_cfg, held, out)
+    again, counts2 = det_cut_lines(det, datasets, rec_cfg, held, out, skip_bad=False)
     assert lines[0].text not in {s.text for s in again}
     assert counts2["held_out"] == sum(s.text in held for s in lines) and counts2["lines"] == len(lines) - counts2["held_out"]
     assert json.loads((out / "dataset.json").read_text())["counts"] == counts2
-
-
-def test_unusable_det_pages_are_passed_over(small_data, tmp_path):
-    """A broken det page is det's problem (its own QAT names it); rec still trains on the others' lines."""
-    import shutil
-
-    data = tmp_path / "data"
-    shutil.copytree(small_data, data)
-    first = (data / "det" / "train.txt").read_text().splitlines()[0].split("\t")[0]
-    (data / "det" / first).write_bytes(b"not an image")
-    det, rec = resolve_source("det", None), resolve_source("rec", None)
-    lines, counts = det_cut_lines(det, open_datasets([data]), rec.load_config(), set(), tmp_path / "det-cut")
-    total = len((data / "det" / "train.txt").read_text().splitlines())
-    assert counts["pages"] == total - 1 and counts["lines"] == len(lines) > 0

@@ -28,7 +28,6 @@ from toolkit.data.datasets import Dataset, fingerprint, load_split
 from toolkit.data.images import read_image
 from toolkit.data.labels import read_rec_labels
 from toolkit.digest import hash_json
-from toolkit.errors import ToolkitError
 from toolkit.jobs import QuantJob
 from toolkit.models.config import dictionary_chars
 from toolkit.models.sources import ModelSource
@@ -49,17 +48,14 @@ def cuts_lines(job: QuantJob) -> bool:
 
 
 def det_cut_lines(det: ModelSource, datasets: Sequence[Dataset], rec_cfg: dict, held_out: set[str], out_dir: Path,
-                  log: Callable[[str], None] | None = None) -> tuple[list, dict]:
-    """(rec samples, counts) of the lines cut from every det train split; cut once, then reused.
-
-    Det pages whose label or image is unusable are passed over: they are det's training data,
-    and det's own QAT says what is wrong with them; rec trains without their lines."""
+                  skip_bad: bool, log: Callable[[str], None] | None = None) -> tuple[list, dict]:
+    """(rec samples, counts) of the lines cut from every det train split; cut once, then reused."""
     charset = set(dictionary_chars(rec_cfg))
     key = hash_json({"version": VERSION, "det": det.fingerprint(), "data": fingerprint("det", datasets),
                      "held_out": sorted(held_out), "charset": sorted(charset)})
     meta = out_dir / "dataset.json"
     if not (meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("key") == key):
-        pages = [s for d in datasets if d.has("det", "train") for s in _usable_pages(d, det.load_config())]
+        pages = [s for d in datasets if d.has("det", "train") for s in load_split("det", d, "train", det.load_config(), skip_bad)]
         if log:
             log(f"cutting rec training lines from {len(pages)} det train pages with the det model")
         with atomic_dir(out_dir) as tmp:
@@ -71,13 +67,6 @@ def det_cut_lines(det: ModelSource, datasets: Sequence[Dataset], rec_cfg: dict, 
         return [], counts
     samples, _ = read_rec_labels(out_dir / "rec" / "train.txt", charset=charset)
     return samples, counts
-
-
-def _usable_pages(dataset: Dataset, det_cfg: dict) -> list:
-    try:
-        return load_split("det", dataset, "train", det_cfg, skip_bad=True)
-    except ToolkitError:  # not one usable page
-        return []
 
 
 def _cut(det: ModelSource, pages: list, charset: set[str], held_out: set[str], out: Path) -> dict:

@@ -107,7 +107,8 @@ def training_samples(job: QuantJob, run: RunDir, log: Callable[[str], None] | No
     train, search = train_and_search(job.task, datasets, cfg, settings.search_samples, job.options.skip_bad_labels)
     if not cuts_lines(job):
         return train, None
-    cut, counts = det_cut_lines(job.cut_with, datasets, cfg, {s.text for s in search}, run.det_cut(job.task), log)
+    cut, counts = det_cut_lines(job.cut_with, datasets, cfg, {s.text for s in search}, run.det_cut(job.task),
+                                job.options.skip_bad_labels, log)
     return train + cut, counts
 
 

@@ -402,15 +402,3 @@ def test_paddleocr_checkpoint_with_its_config(small_data, tmp_path):
     proc = toolkit("export", "--run-dir", run, "--tasks", "det")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (run / "quant" / "det" / "model" / "inference.pdmodel").exists()
-
-
-def test_rec_also_trained_on_lines_the_det_model_cut(report, main_run):
-    """The main job's rec QAT read the lines det cut from the det train pages, recorded in qat.json and the report."""
-    from toolkit.data.labels import read_rec_labels
-
-    cut = report["quantization"]["rec"]["det_cut_lines"]
-    info = json.loads((main_run / "quant" / "rec" / "qat.json").read_text())
-    assert cut == info["det_cut_lines"] and cut["lines"] > 500 and cut["pages"] > 20
-    lines, _ = read_rec_labels(main_run / "quant" / "rec" / "det-cut" / "rec" / "train.txt")
-    assert len(lines) == cut["lines"] and info["train_samples"] > cut["lines"]
-    assert report["quantization"]["det"].get("det_cut_lines") is None

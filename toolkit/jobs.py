@@ -124,7 +124,6 @@ class QuantJob(Job):
     datasets: list[Path]
     options: QuantOptions = Field(default_factory=QuantOptions)
     dist: Optional[Distributed] = None
-    cut_with: Optional[ModelSource] = None   # the det model whose boxes cut extra rec training lines (stages/quantize/det_cut.py)
 
     @property
     def searching(self) -> bool:
@@ -236,10 +235,9 @@ class RunJob(Job):
     quant: QuantOptions = Field(default_factory=QuantOptions)
     runner: Literal["local", "docker", "auto"] = "local"
     command: list[str] = Field(default_factory=lambda: list(sys.argv))
-    cut_with: Optional[ModelSource] = None   # see QuantJob
 
     def quant_job(self, task: str, datasets: list[Path]) -> QuantJob:
-        return QuantJob(task=task, source=self.sources[task], datasets=datasets, options=self.quant, cut_with=self.cut_with)
+        return QuantJob(task=task, source=self.sources[task], datasets=datasets, options=self.quant)
 
 
 STAGE_JOBS: dict[str, type[Job]] = {"quantize": QuantJob, "export": ExportJob, "convert": ConvertJob, "evaluate": EvalJob}

@@ -156,10 +156,6 @@ class RunDir:
         """qat.json or ptq.json: what quantization did and with which settings."""
         return self.quant_dir(task) / f"{method}.json"
 
-    def det_cut(self, task: str) -> Path:
-        """The lines the det model cut from the det train pages, as a dataset folder (stages/quantize/det_cut.py)."""
-        return self.quant_dir(task) / "det-cut"
-
     def ptq_model(self, task: str) -> Path:
         return self.quant_dir(task) / "ptq"
 

@@ -82,12 +82,6 @@ def sources(run, tasks: list[str], det: str | None = None, rec: str | None = Non
     return out
 
 
-def cutting_det(run, det: str | None = None, det_o=()):
-    """The det model whose boxes rec's QAT also trains on (toolkit/stages/quantize/det_cut.py): the
-    one the same flags or this run directory pair with the rec model, else the zoo's."""
-    return sources(run, ["det"], det, None, det_o)["det"]
-
-
 def datasets(run, data: Optional[List[Path]]) -> list[Path]:
     """--data folders (remembered in run.json), else the ones this run directory used before."""
     from toolkit.data.datasets import open_datasets

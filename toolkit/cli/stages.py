@@ -9,8 +9,8 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from toolkit.cli.app import (DATA, JSON, RUN_DIR, RUNNER, SOURCES, TARGETS, TASKS, UI, app, cutting_det, datasets, emit, metrics_table,
-                             remember, runner, sources, targets)
+from toolkit.cli.app import (DATA, JSON, RUN_DIR, RUNNER, SOURCES, TARGETS, TASKS, UI, app, datasets, emit, metrics_table, remember,
+                             runner, sources, targets)
 from toolkit.cli.options import model_options
 from toolkit.jobs import QuantOptions
 
@@ -43,8 +43,7 @@ def quantize(options: QuantOptions, run_dir: Path = RUN_DIR, tasks: str = TASKS,
     ts = parse_tasks(tasks)
     with opened(run_dir, create=True) as run:
         srcs, found = sources(run, ts, det, rec, det_o, rec_o), datasets(run, data)
-        cut = cutting_det(run, det, det_o)
-        jobs = [plan(QuantJob(task=t, source=srcs[t], datasets=found, options=options, cut_with=cut)) for t in ts]
+        jobs = [plan(QuantJob(task=t, source=srcs[t], datasets=found, options=options)) for t in ts]
         remember(run, srcs, found)
         out = {j.task: runner(runner_name, ui).quantize(j, run, progress=ui.progress(f"{options.method.upper()} {j.task}"), log=ui.log)
                for j in jobs}
@@ -175,7 +174,7 @@ def run_cmd(quant: QuantOptions, target: Optional[List[str]] = TARGETS, all_targ
     chosen = targets(target, all_targets)
     with opened(run_dir, create=True) as run:
         job = RunJob(targets=chosen, tasks=ts, sources=sources(run, ts, det, rec, det_o, rec_o),
-                     datasets=datasets(run, data) if data else [], quant=quant, runner=runner_name, cut_with=cutting_det(run, det, det_o))
+                     datasets=datasets(run, data) if data else [], quant=quant, runner=runner_name)
         for task in ts:
             plan(job.quant_job(task, job.datasets))
         remember(run, job.sources, job.datasets or None)

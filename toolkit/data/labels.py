@@ -26,7 +26,6 @@ class DetSample:
     image: Path
     polys: list[np.ndarray]  # each (N, 2) float32, image coordinates
     ignore: list[bool]  # True where the transcription marks a "don't care" region
-    texts: tuple[str, ...] = ()  # each box's transcription ("" where the label has none)
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def _parse_det(image: Path, label: str, col: int) -> DetSample:
         raise _Bad(f"broken JSON ({e.msg}: column {e.colno + col})") from None
     if not isinstance(boxes, list) or not all(isinstance(b, dict) and "points" in b for b in boxes):
         raise _Bad('label is not a JSON list of objects with "points"')
-    polys, ignore, texts = [], [], []
+    polys, ignore = [], []
     for i, box in enumerate(boxes, 1):
         pts = box["points"]
         if not (isinstance(pts, list) and len(pts) >= 3 and all(_is_xy(p) for p in pts)):
@@ -93,8 +92,7 @@ def _parse_det(image: Path, label: str, col: int) -> DetSample:
             raise _Bad(f"box {i}: degenerate polygon (area {shape.area:.2f} px²)")
         polys.append(poly)
         ignore.append(box.get("transcription") in IGNORE_TEXTS)
-        texts.append(box["transcription"] if isinstance(box.get("transcription"), str) else "")
-    return DetSample(image, polys, ignore, tuple(texts))
+    return DetSample(image, polys, ignore)
 
 
 def _is_xy(p) -> bool:

@@ -50,8 +50,7 @@ def build_report(run: RunDir, targets: list[Target], tasks: list[str]) -> dict:
     for task in tasks:
         res = stages.get(f"quantize:{task}", {}).get("result")
         if res:
-            quant[task] = {k: res.get(k) for k in ("method", "steps", "loss_first", "loss_last", "float_layers", "calibration_batches",
-                                                  "train_samples", "det_cut_lines") if k in res}
+            quant[task] = {k: res.get(k) for k in ("method", "steps", "loss_first", "loss_last", "float_layers", "calibration_batches") if k in res}
             quant[task]["skip_patterns"] = (res.get("settings") or {}).get("skip_layers")
             search = res.get("search")
             if search:

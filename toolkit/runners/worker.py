@@ -28,8 +28,6 @@ def _here(job):
     """The job with its model sources resolved in this environment (see ModelSource.relocated)."""
     if getattr(job, "source", None) is not None:
         job = job.model_copy(update={"source": job.source.relocated()})
-    if getattr(job, "cut_with", None) is not None:
-        job = job.model_copy(update={"cut_with": job.cut_with.relocated()})
     if getattr(job, "sources", None):
         job = job.model_copy(update={"sources": {t: s.relocated() for t, s in job.sources.items()}})
     return job

@@ -50,7 +50,6 @@ class Task:
     metric: str = ""             # the key of the judged metric in `score`'s result (a fraction)
     metric_label: str = ""       # the same for people
     counts_correct: bool = False  # the metric is the share of correct samples (lets a check stop early)
-    trains_on_det_cuts: bool = False  # QAT also trains on the lines the det model cuts (stages/quantize/det_cut.py)
 
     # ---- data
     def read_labels(self, path: Path, cfg: dict, on_error: str):

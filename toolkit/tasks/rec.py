@@ -41,7 +41,6 @@ class RecTask(Task):
     metric = "acc"
     metric_label = "exact-line accuracy"
     counts_correct = True
-    trains_on_det_cuts = True
 
     # ---- shapes
     @staticmethod

@@ -31,7 +31,6 @@ class QuantSettings(BaseModel):
     steps: int = Field(40, ge=1)
     batch_size: int = Field(8, ge=1)
     crop_size: int = Field(320, ge=32)                        # det: square training crops
-    det_cut_lines: bool = True                                # rec: also train on lines det cuts from det pages (det_cut.py)
     save_every: Optional[int] = Field(None, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
     lr_schedule: Literal["constant", "cosine"] = "constant"

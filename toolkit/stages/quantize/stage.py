@@ -13,7 +13,6 @@ from toolkit.data.datasets import fingerprint, open_datasets
 from toolkit.digest import hash_json
 from toolkit.jobs import QuantJob
 from toolkit.rundir import RunDir
-from toolkit.stages.quantize.det_cut import VERSION as DET_CUT_VERSION, cuts_lines
 
 
 def plan(job: QuantJob) -> QuantJob:
@@ -38,11 +37,8 @@ def quantize(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], N
         options = {k: options[k] for k in ("method", "skip_layer", "seed")}
     elif not job.searching:
         options.pop("max_drop")
-    cutting = cuts_lines(job)
     key = hash_json({"options": options, "world_size": job.dist.world_size if job.dist else 1,
-                     "source": job.source.fingerprint(), "data": fingerprint(job.task, open_datasets(job.datasets)),
-                     **({"cut_with": job.cut_with.fingerprint(), "det_data": fingerprint("det", open_datasets(job.datasets)),
-                         "det_cut": DET_CUT_VERSION} if cutting else {})})
+                     "source": job.source.fingerprint(), "data": fingerprint(job.task, open_datasets(job.datasets))})
     method = job.options.method
     outputs = [run.qat_state(job.task) if method == "qat" else run.ptq_model(job.task), run.quant_info(job.task, method)]
 
@@ -51,10 +47,6 @@ def quantize(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], N
             from toolkit.stages.quantize.ptq import run_ptq
 
             return run_ptq(job, run), outputs
-        if cutting:  # once, before any rank reads it
-            from toolkit.stages.quantize.train import training_samples
-
-            training_samples(job, run, log)
         if job.dist:
             from toolkit.stages.quantize.distributed import launch
 

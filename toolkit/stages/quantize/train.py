@@ -96,22 +96,6 @@ def _trim_log(path: Path, step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def training_samples(job: QuantJob, run: RunDir, log: Callable[[str], None] | None = None) -> tuple[list, dict | None]:
-    """What QAT trains on: the train splits less the search set, plus, for rec, the lines the det
-    model cuts from the det train pages (det_cut.py; their counts, else None)."""
-    from toolkit.stages.quantize.det_cut import cuts_lines, det_cut_lines
-
-    cfg = job.source.load_config()
-    settings = settings_for(job.task, cfg, job.source.config, job.options)
-    datasets = open_datasets(job.datasets)
-    train, search = train_and_search(job.task, datasets, cfg, settings.search_samples, job.options.skip_bad_labels)
-    if not cuts_lines(job):
-        return train, None
-    cut, counts = det_cut_lines(job.cut_with, datasets, cfg, {s.text for s in search}, run.det_cut(job.task),
-                                job.options.skip_bad_labels, log)
-    return train + cut, counts
-
-
 def learning_rate(settings: QuantSettings, step: int) -> float:
     """Linear warm-up, then constant or cosine decay to a tenth."""
     lr = settings.learning_rate
@@ -194,7 +178,7 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
         settings = settings.model_copy(update={"skip_layers": settings.skip_layers + search["float_layers"]})
     if world > 1:
         settings = scale_for_world(settings, job.options, world, job.task)
-    train, cut = training_samples(job, run)
+    train, _ = train_and_search(job.task, open_datasets(job.datasets), loaded.config, settings.search_samples, job.options.skip_bad_labels)
     samples = task.training_batches(train, loaded.config, settings, job.options.seed)
     model = loaded.model
     _, skipped = wrap_qat(model, settings, settings.pact)
@@ -263,6 +247,6 @@ def run_qat(job: QuantJob, run: RunDir, progress: Callable[[int, int, float], No
     losses = [json.loads(line)["loss"] for line in log_path.read_text().splitlines() if line.strip()]
     info = {"method": "qat", "task": job.task, "steps": steps, "resumed_from": start, "settings": settings.model_dump(),
             "float_layers": skipped, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-            "train_samples": samples.count, "det_cut_lines": cut, "weights": loaded.info, "search": search}
+            "train_samples": samples.count, "weights": loaded.info, "search": search}
     atomic_write_json(run.quant_info(job.task, "qat"), info)
     return info
